@@ -1,0 +1,61 @@
+"""The ``gan2shape`` command: a thin dispatcher over subcommand modules.
+
+Each subcommand lives in the module of the room it belongs to and exposes
+``add_arguments(parser)`` and ``run(args) -> int | None``; modules are imported only when
+their command runs, so ``gan2shape --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("gan2shape.demo", "embedded model, full pipeline, outputs and metrics"),
+    "reconstruct": ("gan2shape.recon.command", "recover 3D shape from images and latents"),
+    "sample": ("gan2shape.gan.sample", "sample images and their latents from a StyleGAN2"),
+    "invert": ("gan2shape.gan.invert_command", "project real photos into a StyleGAN2's W space"),
+    "evaluate": ("gan2shape.eval.command", "SIDE / MAD of results against ground-truth depth"),
+    "pretrain": ("gan2shape.recon.pretrain_command", "joint pre-training over many images"),
+    "train-gan": ("gan2shape.gan.train", "train a small StyleGAN2 on a folder of images"),
+    "make-data": ("gan2shape.data.command", "procedural images with ground-truth depth"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gan2shape",
+        description="Unsupervised 3D shape reconstruction from 2D StyleGAN2s (GAN2Shape).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Import only the chosen command's module; list the rest by name.
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import UserError
+
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        status = module.run(args)
+    except UserError as exc:
+        print(f"gan2shape {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"gan2shape {args.command}: interrupted; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The command-line dispatcher and atomic file writing."""
+
+import os
+
+import pytest
+
+from gan2shape import cli
+from gan2shape.errors import UserError
+from gan2shape.fileio import atomic_path, load_torch, save_torch
+
+
+def test_every_command_is_listed_in_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in cli.COMMANDS:
+        assert name in out
+
+
+def test_atomic_path_keeps_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "result.txt"
+    target.write_text("good")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert target.read_text() == "good"
+    assert os.listdir(tmp_path) == ["result.txt"]
+
+
+def test_load_torch_errors_are_one_line(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_torch(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a readable PyTorch file"):
+        load_torch(bad)
+    save_torch({"a": 1}, tmp_path / "ok.pt")
+    assert load_torch(tmp_path / "ok.pt") == {"a": 1}
