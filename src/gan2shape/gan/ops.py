@@ -63,25 +63,21 @@ def fir_upsample(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int],
                  up: int = 2) -> torch.Tensor:
     """``upfirdn2d(x, kernel, up, down=1, pad)`` as a depthwise transposed convolution.
 
-    x (B, C, H, W) -> (B, C, H * up + pad0 + pad1 - K + 1, ...). Requires
-    pad0 <= K - 1 and pad1 <= K - 1 (true for every StyleGAN2 use).
+    x (B, C, H, W) -> (B, C, H * up + pad0 + pad1 - K + 1, ...).
     """
     k_size = kernel.shape[-1]
     p0, p1 = pad
-    # A transposed conv with padding p equals zero-insertion, padding by K - 1 - p on both
-    # sides and a full convolution; the asymmetry of (pad0, pad1) is cropped afterwards.
-    p = k_size - 1 - max(p0, p1)
+    # The transposed conv computes the full convolution of the zero-inserted input
+    # (length (H - 1) * up + K) minus `p` samples at each end; upfirdn2d wants the samples
+    # from K - 1 - pad0 to K - 1 - pad0 + H_out of it (zero outside its support).
+    first, last_crop = k_size - 1 - p0, k_size - up - p1
+    p = max(0, min(first, last_crop))
     w = kernel.to(dtype=x.dtype).expand(x.shape[1], 1, k_size, k_size)
     out = F.conv_transpose2d(x, w.contiguous(memory_format=_format(x)), stride=up,
                              padding=p, groups=x.shape[1])
-    # The transposed conv output ends with up - 1 implicit trailing zeros missing.
-    lead = max(p0, p1) - p0
-    h_out = x.shape[2] * up + p0 + p1 - k_size + 1
-    w_out = x.shape[3] * up + p0 + p1 - k_size + 1
-    if lead or out.shape[2] != h_out or out.shape[3] != w_out:
-        out = F.pad(out, (0, max(0, w_out + lead - out.shape[3]),
-                          0, max(0, h_out + lead - out.shape[2])))
-        out = out[:, :, lead:lead + h_out, lead:lead + w_out]
+    if first != p or last_crop != p:
+        a, b = p - first, p - last_crop
+        out = F.pad(out, (a, b, a, b))
     return out
 
 
