@@ -1,0 +1,194 @@
+"""Procedural scenes: a canonical head seen from a random view under a random light.
+
+Every sample is a pure function of (seed, index): its random numbers come from
+``numpy.random.default_rng([seed, index])``, so sample i is the same whatever the batch or
+the number of samples, and a test split is just another seed.
+
+Views and lights are drawn uniformly in boxes of the release's RAW network parameters
+(METHOD.md section 1), so the priors written beside the data are the exact mean and
+covariance of the distributions the data came from:
+
+- view raw (rx, ry, rz, tx, ty, tz) = (pitch, yaw, roll) / (60 deg) and (tx, ty) / 0.1;
+  tz is 0 (the release's z translation range is 0). Physical ranges: pitch within
+  +-15 deg, yaw within +-30 deg, roll within +-3 deg, tx and ty within +-0.004 (about
+  1.5 px at 64 px).
+- light raw (l0, l1, lx, ly): ambient = l0 / 2 + 0.5 in [0.2, 0.5], diffuse = l1 / 2 + 0.5
+  in [0.45, 0.75], direction = normalize(lx, ly, 1) with lx in [-0.8, 0.8] and ly in
+  [-0.2, 0.7] (ly > 0 lights the upper half of the face: light mostly from above).
+
+Rendering follows the method's image formation exactly: the canonical texture is
+albedo * shading (shading from the release's normals of the canonical depth); it is
+re-projected into the view with the project's renderer together with the anti-aliased head
+mask, which then composites it on a plain background colour. The ground-truth depth is the
+renderer's view depth where the re-projected head mask is at least 1/2, and the far depth
+1.1 elsewhere (background, and pixels the view leaves uncovered).
+
+Near the silhouette a depth map is steep, so the side of the head that a view turns towards
+the camera shows those rim pixels stretched (a soft band, the price of 2.5D geometry, the
+same that GAN2Shape's own depth maps pay); the yaw range is kept to +-30 deg for that reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..render import lambertian_shading, normals_from_depth, reproject
+from .heads import HEAD_RANGES, canonical_heads, head_params
+
+FOV_DEG = 10.0
+ROT_CENTER_DEPTH = 1.0
+MIN_DEPTH, MAX_DEPTH = 0.9, 1.1
+ROTATION_RANGE_RAD = math.radians(60.0)  # release xyz_rotation_range
+XY_TRANSLATION_RANGE = 0.1  # release xy_translation_range
+# tz is always 0; its prior variance gets this floor so that the covariance stays positive
+# definite (the release builds a MultivariateNormal from it).
+TZ_PRIOR_VARIANCE = 1e-6
+
+# Uniform boxes in raw network units.
+VIEW_RAW_RANGES: dict[str, tuple[float, float]] = {
+    "rx": (-15.0 / 60.0, 15.0 / 60.0),  # pitch +-15 deg
+    "ry": (-30.0 / 60.0, 30.0 / 60.0),  # yaw +-30 deg
+    "rz": (-3.0 / 60.0, 3.0 / 60.0),  # roll +-3 deg
+    "tx": (-0.04, 0.04),  # +-0.004
+    "ty": (-0.04, 0.04),
+}
+LIGHT_RAW_RANGES: dict[str, tuple[float, float]] = {
+    "l0": (-0.6, 0.0),  # ambient 0.2 .. 0.5
+    "l1": (-0.1, 0.5),  # diffuse 0.45 .. 0.75
+    "lx": (-0.8, 0.8),
+    "ly": (-0.2, 0.7),
+}
+# Plain background: a grey level and a cool/warm tint.
+BACKGROUND_RANGES: dict[str, tuple[float, float]] = {"grey": (0.55, 0.8), "tint": (-1.0, 1.0)}
+BACKGROUND_TINT = (-0.04, 0.0, 0.04)
+
+# Layout of each sample's uniform numbers; spare slots keep it stable if parameters are added.
+N_UNIFORMS = 64
+_HEAD = slice(0, len(HEAD_RANGES))
+_VIEW = slice(32, 32 + len(VIEW_RAW_RANGES))
+_LIGHT = slice(40, 40 + len(LIGHT_RAW_RANGES))
+_BACKGROUND = slice(48, 48 + len(BACKGROUND_RANGES))
+
+
+def sample_uniforms(seed: int, indices: Sequence[int]) -> torch.Tensor:
+    """Uniforms (B, N_UNIFORMS) float64 in [0, 1), one reproducible stream per (seed, index)."""
+    rows = [np.random.default_rng([seed, int(i)]).random(N_UNIFORMS) for i in indices]
+    return torch.from_numpy(np.array(rows, dtype=np.float64).reshape(len(rows), N_UNIFORMS))
+
+
+def head_parameters(u: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Named head parameters (B,) of uniforms (B, N_UNIFORMS)."""
+    return head_params(u[:, _HEAD].float())
+
+
+def _boxes(u: torch.Tensor, ranges: dict[str, tuple[float, float]]) -> torch.Tensor:
+    lo = torch.tensor([r[0] for r in ranges.values()], dtype=u.dtype)
+    hi = torch.tensor([r[1] for r in ranges.values()], dtype=u.dtype)
+    return lo + (hi - lo) * u
+
+
+def _box_moments(ranges: dict[str, tuple[float, float]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact mean (D,) and variances (D,) of independent uniforms on the boxes."""
+    lo = torch.tensor([r[0] for r in ranges.values()], dtype=torch.float64)
+    hi = torch.tensor([r[1] for r in ranges.values()], dtype=torch.float64)
+    return (lo + hi) / 2, (hi - lo) ** 2 / 12
+
+
+def views_raw(u: torch.Tensor) -> torch.Tensor:
+    """Raw views (B, 6) (release network units, tz = 0) from uniforms (B, N_UNIFORMS)."""
+    raw = _boxes(u[:, _VIEW], VIEW_RAW_RANGES)
+    return torch.cat([raw, torch.zeros_like(raw[:, :1])], 1)
+
+
+def view_from_raw(raw: torch.Tensor) -> torch.Tensor:
+    """Raw (B, 6) -> physical (B, 6) = (rx, ry, rz in radians, tx, ty, tz); tz range is 0."""
+    scale = raw.new_tensor([ROTATION_RANGE_RAD] * 3 + [XY_TRANSLATION_RANGE] * 2 + [0.0])
+    return raw * scale
+
+
+def lights_raw(u: torch.Tensor) -> torch.Tensor:
+    """Raw lights (B, 4) = (l0, l1, lx, ly) from uniforms (B, N_UNIFORMS)."""
+    return _boxes(u[:, _LIGHT], LIGHT_RAW_RANGES)
+
+
+def light_from_raw(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Raw (B, 4) -> ambient (B,), diffuse (B,), unit direction (B, 3), as the release maps."""
+    direction = torch.cat([raw[:, 2:4], torch.ones_like(raw[:, :1])], 1)
+    return raw[:, 0] / 2 + 0.5, raw[:, 1] / 2 + 0.5, direction / direction.norm(dim=1, keepdim=True)
+
+
+def backgrounds(u: torch.Tensor) -> torch.Tensor:
+    """Plain background colours (B, 3) in [0, 1] from uniforms (B, N_UNIFORMS)."""
+    grey, tint = _boxes(u[:, _BACKGROUND], BACKGROUND_RANGES).unbind(1)
+    return grey[:, None] + tint[:, None] * torch.tensor(BACKGROUND_TINT, dtype=u.dtype)
+
+
+def view_prior() -> dict[str, torch.Tensor]:
+    """{'mean' (6,), 'cov' (6, 6)}: exact moments of the raw view distribution."""
+    mean, var = _box_moments(VIEW_RAW_RANGES)
+    mean = torch.cat([mean, mean.new_zeros(1)])
+    var = torch.cat([var, var.new_tensor([TZ_PRIOR_VARIANCE])])
+    return {"mean": mean.float(), "cov": torch.diag(var).float()}
+
+
+def light_prior() -> dict[str, torch.Tensor]:
+    """{'mean' (4,), 'cov' (4, 4)}: exact moments of the raw light distribution."""
+    mean, var = _box_moments(LIGHT_RAW_RANGES)
+    return {"mean": mean.float(), "cov": torch.diag(var).float()}
+
+
+def _tent_blur(x: torch.Tensor) -> torch.Tensor:
+    """Separable [1, 2, 1] / 4 filter with edge replication: x (B, 1, H, W) -> same."""
+    x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    x = (x[..., :-2] + 2 * x[..., 1:-1] + x[..., 2:]) / 4
+    return (x[..., :-2, :] + 2 * x[..., 1:-1, :] + x[..., 2:, :]) / 4
+
+
+def render_scenes(seed: int, indices: Sequence[int], size: int = 64) -> dict[str, torch.Tensor]:
+    """Render samples ``indices`` of the family ``seed`` at ``size`` px, as one batch.
+
+    See :func:`render_batch` for the returned tensors.
+    """
+    u = sample_uniforms(seed, indices)
+    return render_batch(u, views_raw(u), lights_raw(u), size)
+
+
+def render_batch(u: torch.Tensor, view_raw: torch.Tensor, light_raw: torch.Tensor,
+                 size: int = 64, features: bool = True) -> dict[str, torch.Tensor]:
+    """Render heads from uniforms u (B, N_UNIFORMS) under raw views (B, 6) and lights (B, 4).
+
+    ``features=False`` renders the bare ellipsoid heads (analytic tests).
+    Returns a dict of tensors: image (B, 3, S, S) in [-1, 1]; depth (B, S, S) ground-truth
+    metric depth in the view (far 1.1 off the head); head_mask (B, S, S) in [0, 1];
+    view (B, 6) physical; view_raw (B, 6); light_raw (B, 4); background (B, 3) in [0, 1];
+    canon_depth (B, S, S); canon_albedo (B, 3, S, S) in [0, 1].
+    """
+    depth, albedo, mask = canonical_heads(u[:, _HEAD].float(), size, FOV_DEG, features)
+    view = view_from_raw(view_raw).float()
+    ambient, diffuse, direction = light_from_raw(light_raw.float())
+    shading = lambertian_shading(normals_from_depth(depth, FOV_DEG), direction, ambient, diffuse)
+    background = backgrounds(u).float()[:, :, None, None]
+    texture = torch.cat([albedo * shading * 2 - 1, mask[:, None]], 1)
+    seen, valid, view_depth = reproject(depth, texture, view, FOV_DEG, ROT_CENTER_DEPTH)
+    head = seen[:, 3:4] * valid
+    # The z-buffer cuts occluding contours at whole pixels; a small tent filter on the
+    # coverage anti-aliases them (edges the canonical mask already smoothed barely change).
+    alpha = _tent_blur(head)
+    image = alpha * seen[:, :3] + (1 - alpha) * (background * 2 - 1)
+    gt_depth = torch.where(head[:, 0] >= 0.5, view_depth, torch.full_like(view_depth, MAX_DEPTH))
+    return {
+        "image": image.clamp(-1, 1),
+        "depth": gt_depth.clamp(MIN_DEPTH, MAX_DEPTH),
+        "head_mask": head[:, 0].clamp(0, 1),
+        "view": view,
+        "view_raw": view_raw.float(),
+        "light_raw": light_raw.float(),
+        "background": background[:, :, 0, 0],
+        "canon_depth": depth,
+        "canon_albedo": albedo,
+    }
