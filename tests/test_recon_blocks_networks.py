@@ -125,3 +125,14 @@ def test_release_format_loads_strictly_and_mismatch_is_one_line_error():
         load_networks(dst, {"foo": 1})
     with pytest.raises(UserError):
         build_networks(96)
+
+
+def test_narrow_networks_for_tests():
+    nets = build_networks(64, nf=16, enc_nf=8)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert nets["netD"](x).shape == (1, 1, 64, 64)
+        assert nets["netEnc"](x).shape == (1, 512)
+    assert nets["netD"].network[0].weight.shape == (16, 3, 4, 4)
+    with pytest.raises(UserError):
+        build_networks(64, nf=24)

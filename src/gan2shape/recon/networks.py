@@ -193,22 +193,29 @@ def network_widths(image_size: int) -> tuple[int, int]:
     return max(4096 // image_size, 16), (8 if image_size >= 128 else 16)
 
 
-def build_networks(image_size: int, latent_dim: int = 512) -> dict[str, nn.Module]:
+def build_networks(image_size: int, latent_dim: int = 512, nf: int | None = None,
+                   enc_nf: int = 32) -> dict[str, nn.Module]:
     """The release's five networks for ``image_size`` px inputs (CONTRACT).
 
     Returns ``{'netD', 'netA', 'netV', 'netL', 'netEnc'}``:
     netD depth (B, 3, S, S) -> raw (B, 1, S, S), no activation;
     netA albedo -> (B, 3, S, S) in (-1, 1); netV view -> (B, 6) in (-1, 1);
     netL light -> (B, 4) in (-1, 1); netEnc latent encoder -> (B, latent_dim).
-    State dicts match the release's GAN2Shape checkpoints key for key.
+    With the default widths the state dicts match the release's GAN2Shape checkpoints key
+    for key; ``nf`` / ``enc_nf`` narrow the networks (fast tests and CPU demos; such
+    networks cannot load the release's weights). ``nf`` must be a multiple of the GroupNorm
+    base (16 below 128 px, 8 from 128 px).
     """
-    nf, gn_base = network_widths(image_size)
+    release_nf, gn_base = network_widths(image_size)
+    nf = release_nf if nf is None else nf
+    if nf < gn_base or nf % gn_base:
+        raise UserError(f"network width {nf} must be a multiple of {gn_base} at {image_size} px")
     return {
         "netD": EncoderDecoder(3, 1, image_size, nf, gn_base, zdim=256, tanh=False),
         "netA": EncoderDecoder(3, 3, image_size, nf, gn_base, zdim=256, tanh=True),
         "netV": Encoder(3, 6, image_size, nf),
         "netL": Encoder(3, 4, image_size, nf),
-        "netEnc": ResEncoder(3, latent_dim, image_size, nf=32),
+        "netEnc": ResEncoder(3, latent_dim, image_size, nf=enc_nf),
     }
 
 
