@@ -1,0 +1,340 @@
+"""Typed configuration of a reconstruction, presets, YAML files and command-line overrides.
+
+Setting names are the release's (configs/*.yml), so its YAML files load as they are: the
+keys that only drove its trainer, logger or distributed set-up are accepted and ignored.
+A configuration is built as: dataclass defaults <- preset YAML <- user YAML <- overrides
+(``key=value``, value in YAML syntax; ``stage_len_dict.step1=50`` sets one entry).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+from .fileio import save_text
+
+PRESET_DIR = Path(__file__).parent / "presets"
+STEP_NAMES = ("step1", "step2", "step3")
+CATEGORIES = ("face", "synface", "cat", "car", "church", "horse", "object")
+MASK_METHODS = ("box", "foreground", "file", "segmenter")
+PERCEPTUAL_CHOICES = ("vgg16", "discriminator", "none")
+CONVENTIONS = ("clean", "release")
+
+# Keys of the release's YAML files that drove its trainer, logging or multi-GPU set-up;
+# they have no meaning here and are skipped when such a file is loaded.
+RELEASE_IGNORED = frozenset({
+    "checkpoint_dir", "save_checkpoint_freq", "keep_num_checkpoint", "use_logger", "log_freq",
+    "independent", "share_weight", "save_results", "model_name", "num_scale", "tex_cube_size",
+    "load_gt_depth", "distributed", "num_workers", "config", "z_dim",
+})
+
+
+def _steps(step1: int, step2: int, step3: int) -> dict[str, int]:
+    return {"step1": step1, "step2": step2, "step3": step3}
+
+
+@dataclass
+class ReconConfig:
+    """Every setting of a reconstruction (METHOD.md section 4), with the release's names.
+
+    Stage schedule: ``num_stage`` stages; stage 1 runs ``stage_len_dict`` iterations of
+    steps 1/2/3, later stages ``stage_len_dict2`` (``None``: the same as stage 1);
+    ``flip1_cfg`` / ``flip3_cfg`` switch the symmetry (flipped second explanation) per stage
+    in step 1 / step 3. :meth:`stage_schedule` gives it as a list of
+    ``(step1, step2, step3, flip1, flip3)``.
+    """
+
+    # what and at which size
+    category: str = "face"
+    image_size: int = 128
+    crop: int | None = None
+    gan_size: int = 128
+    channel_multiplier: int = 1
+    truncation: float = 1.0
+    # stage schedule
+    num_stage: int = 4
+    stage_len_dict: dict[str, int] = field(default_factory=lambda: _steps(600, 600, 400))
+    stage_len_dict2: dict[str, int] | None = field(default_factory=lambda: _steps(200, 500, 300))
+    flip1_cfg: list[bool] = field(default_factory=lambda: [False] * 4)
+    flip3_cfg: list[bool] = field(default_factory=lambda: [True, False, False, False])
+    reset_weight: bool = True
+    joint_train: bool = False
+    # method switches
+    batchsize: int = 16
+    collect_iters: int = 100
+    use_mask: bool = False
+    relative_enc: bool = True
+    add_mean_L: bool = True
+    add_mean_V: bool = True
+    F1_d: int = 2
+    view_scale: float = 1.2
+    rand_light: list[float] = field(
+        default_factory=lambda: [-1.0, 1.0, -0.2, 0.8, -0.1, 0.6, -0.6])
+    # optimisation
+    lr: float = 1e-4
+    weight_decay: float = 5e-4
+    lam_perc: float = 0.5
+    lam_smooth: float = 0.01
+    lam_regular: float = 0.01
+    perceptual: str = "discriminator"
+    vgg16_path: str | None = None
+    # geometry
+    min_depth: float = 0.9
+    max_depth: float = 1.1
+    border_depth: float | None = None  # None: 0.7 * max_depth + 0.3 * min_depth
+    xyz_rotation_range: float = 60.0  # degrees
+    xy_translation_range: float = 0.1
+    z_translation_range: float = 0.0
+    fov: float = 10.0  # degrees
+    rot_center_depth: float = 1.0
+    conventions: str = "clean"
+    # shape prior and masks
+    mask: str = "box"
+    prior_near: float = 0.91
+    prior_far: float = 1.02
+    prior_iters: int = 1000
+    prior_lr: float = 1e-4
+    # network widths (None: the release's, needed to load its weights)
+    nf: int | None = None
+    enc_nf: int = 32
+    # files (the command line overrides them)
+    view_mvn_path: str | None = None
+    light_mvn_path: str | None = None
+    pretrain: str | None = None
+    gan_ckpt: str | None = None
+    img_list_path: str | None = None
+    img_root: str | None = None
+    latent_root: str | None = None
+    # run
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def stage_schedule(self) -> list[tuple[int, int, int, bool, bool]]:
+        """[(step1, step2, step3, flip1, flip3)] per stage."""
+        plan = []
+        for i in range(self.num_stage):
+            lengths = self.stage_len_dict if i == 0 or self.stage_len_dict2 is None \
+                else self.stage_len_dict2
+            plan.append((lengths["step1"], lengths["step2"], lengths["step3"],
+                         self.flip1_cfg[i], self.flip3_cfg[i]))
+        return plan
+
+    def effective_border_depth(self) -> float:
+        if self.border_depth is not None:
+            return self.border_depth
+        return 0.7 * self.max_depth + 0.3 * self.min_depth
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Check types and ranges; raise a one-line :class:`UserError` on the first problem."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise UserError(f"config: {message}")
+
+        size = self.image_size
+        need(size >= 64 and math.log2(size).is_integer(),
+             f"image_size must be a power of two >= 64, got {size}")
+        need(self.crop is None or self.crop > 0, "crop must be positive")
+        need(self.category in CATEGORIES,
+             f"category {self.category!r} is not one of {', '.join(CATEGORIES)}")
+        need(self.num_stage >= 1, "num_stage must be >= 1")
+        for name in ("stage_len_dict", "stage_len_dict2"):
+            lengths = getattr(self, name)
+            if lengths is None:
+                continue
+            need(set(lengths) == set(STEP_NAMES),
+                 f"{name} needs exactly the keys step1, step2, step3, got {sorted(lengths)}")
+            need(all(v >= 0 for v in lengths.values()), f"{name} counts must be >= 0")
+        for name in ("flip1_cfg", "flip3_cfg"):
+            need(len(getattr(self, name)) >= self.num_stage,
+                 f"{name} has {len(getattr(self, name))} entries; num_stage is {self.num_stage}")
+        need(self.batchsize >= 1, "batchsize must be >= 1")
+        need(self.collect_iters >= 1, "collect_iters must be >= 1")
+        need(0 <= self.F1_d <= 8, "F1_d must be in 0..8")
+        need(self.view_scale > 0, "view_scale must be positive")
+        rl = self.rand_light
+        need(len(rl) == 7 and rl[0] <= rl[1] and rl[2] <= rl[3] and rl[4] <= rl[5],
+             "rand_light must be [x_min, x_max, y_min, y_max, jitter_min, jitter_max, alpha]")
+        for name in ("lr", "prior_lr", "fov"):
+            need(getattr(self, name) > 0, f"{name} must be positive")
+        need(self.fov < 180, "fov must be below 180 degrees")
+        for name in ("weight_decay", "lam_perc", "lam_smooth", "lam_regular", "prior_iters",
+                     "xyz_rotation_range", "xy_translation_range", "z_translation_range"):
+            need(getattr(self, name) >= 0, f"{name} must be >= 0")
+        need(0 < self.min_depth < self.max_depth,
+             f"need 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
+        need(0 < self.prior_near < self.prior_far,
+             f"need 0 < prior_near < prior_far, got {self.prior_near}, {self.prior_far}")
+        need(self.prior_far - self.prior_near < 0.4,
+             "prior_far - prior_near must be below the ellipsoid radius 0.4")
+        need(self.perceptual in PERCEPTUAL_CHOICES,
+             f"perceptual must be one of {', '.join(PERCEPTUAL_CHOICES)}")
+        need(self.perceptual != "vgg16" or self.vgg16_path is not None,
+             "perceptual 'vgg16' needs vgg16_path (a torchvision vgg16 state dict)")
+        need(self.mask in MASK_METHODS, f"mask must be one of {', '.join(MASK_METHODS)}")
+        need(self.conventions in CONVENTIONS, f"conventions must be one of {CONVENTIONS}")
+        need(self.nf is None or self.nf >= 8, "nf must be >= 8")
+        need(self.enc_nf >= 1, "enc_nf must be >= 1")
+        need(0 < self.truncation <= 1, "truncation must be in (0, 1]")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(name: str, value: Any, tp: Any) -> Any:
+    """``value`` checked against the annotation ``tp`` (int -> float allowed)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(name, value, inner)
+    bad = UserError(f"config: {name} must be {_type_name(tp)}, got {value!r}")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 2e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        if not math.isfinite(value):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, os.PathLike)):
+            raise bad
+        return os.fspath(value)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        return [_coerce(f"{name}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return {str(k): _coerce(f"{name}.{k}", v, args[1]) for k, v in value.items()}
+    raise TypeError(f"unsupported config annotation {tp}")  # a bug here, not user input
+
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ReconConfig))
+
+
+def _default(name: str) -> Any:
+    """The dataclass default of one setting."""
+    f = next(f for f in dataclasses.fields(ReconConfig) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise UserError(f"{what} {path} is not valid YAML{where}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{what} {path} must be a mapping of setting: value")
+    return data
+
+
+def _unknown(key: str, source: str) -> UserError:
+    close = difflib.get_close_matches(key, FIELD_NAMES, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return UserError(f"unknown setting {key!r} in {source}{hint}")
+
+
+def _merge(settings: dict[str, Any], data: dict[str, Any], source: str) -> None:
+    for key, value in data.items():
+        if key in RELEASE_IGNORED:
+            continue
+        if key not in FIELD_NAMES:
+            raise _unknown(str(key), source)
+        settings[key] = value
+
+
+def _apply_override(settings: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise UserError(f"override {item!r} must look like key=value")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise UserError(f"override {item!r}: the value is not valid YAML") from exc
+    if "." in key:  # one entry of a mapping setting, e.g. stage_len_dict.step1=50
+        parent, child = key.split(".", 1)
+        if parent not in FIELD_NAMES:
+            raise _unknown(parent, "overrides")
+        current = settings[parent] if parent in settings else _default(parent)
+        if current is None:
+            current = {}
+        if not isinstance(current, dict):
+            raise UserError(f"override {item!r}: {parent} is not a mapping")
+        settings[parent] = {**current, child: value}
+        return
+    if key not in FIELD_NAMES:
+        raise _unknown(key, "overrides")
+    settings[key] = value
+
+
+def load_config(preset: str | None = None, yaml_path: str | os.PathLike | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> ReconConfig:
+    """Defaults <- preset ``<name>.yaml`` <- ``yaml_path`` <- ``key=value`` overrides.
+
+    Unknown keys, bad values and missing files are one-line :class:`UserError`s.
+    """
+    settings: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in available_presets():
+            raise UserError(f"unknown preset {preset!r} (choose from "
+                            f"{', '.join(available_presets())})")
+        _merge(settings, _read_yaml(PRESET_DIR / f"{preset}.yaml", "preset"), f"preset {preset}")
+    if yaml_path is not None:
+        _merge(settings, _read_yaml(Path(yaml_path), "config file"), str(yaml_path))
+    for item in overrides:
+        _apply_override(settings, item)
+    return ReconConfig(**settings)
+
+
+def save_config(config: ReconConfig, path: str | os.PathLike) -> None:
+    """Write the effective configuration as YAML (atomically)."""
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
+    save_text(text, path)

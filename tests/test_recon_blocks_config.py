@@ -1,0 +1,144 @@
+"""ReconConfig, presets (the release's values, METHOD.md section 4), YAML and overrides."""
+
+import pytest
+import yaml
+
+from gan2shape.config import ReconConfig, available_presets, load_config, save_config
+from gan2shape.errors import UserError
+
+
+def test_presets_exist_and_validate():
+    assert {"celeba", "cat", "car", "church", "synface", "demo", "tiny"} <= set(available_presets())
+    for name in available_presets():
+        load_config(name)
+
+
+# (image_size, crop, gan_size, channel_multiplier, stage 1, later, n_stage, batch, flip3,
+#  use_mask, relative_enc, F1_d, view_scale, rand_light) as in the release's configs/*.yml
+RELEASE = {
+    "celeba": (128, None, 128, 1, (600, 600, 400), (200, 500, 300), 4, 16,
+               [True, False, False, False], False, True, 2, 1.2,
+               [-1, 1, -0.2, 0.8, -0.1, 0.6, -0.6]),
+    "cat": (128, 170, 256, 1, (600, 600, 400), (200, 500, 300), 4, 16,
+            [True, False, False, False], False, True, 2, 1.2,
+            [-1, 1, -0.2, 0.8, -0.1, 0.6, -0.6]),
+    "car": (128, None, 512, 2, (700, 700, 600), (200, 500, 400), 4, 8, [False] * 4, True,
+            False, 2, 1.0, [-1, 1, -0.2, 0.8, -0.1, 0.6, -0.6]),
+    "church": (128, None, 256, 2, (700, 700, 600), (200, 500, 400), 4, 8, [False] * 4, True,
+               False, 2, 1.0, [-1, 1, -0.2, 0.8, -0.1, 0.6, -0.6]),
+    "synface": (64, 170, 128, 1, (500, 500, 200), None, 1, 16, [True], False, True, 8, 1.2,
+                [-0.9, 0.9, -0.3, 0.8, -0.1, 0.7, -0.4]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASE))
+def test_presets_carry_the_release_settings(name):
+    (size, crop, gan, cm, first, later, n, batch, flip3, use_mask, rel, f1d, vs,
+     rl) = RELEASE[name]
+    c = load_config(name)
+    assert (c.image_size, c.crop, c.gan_size, c.channel_multiplier) == (size, crop, gan, cm)
+    schedule = c.stage_schedule()
+    assert len(schedule) == n
+    assert schedule[0][:3] == first
+    for stage in schedule[1:]:
+        assert stage[:3] == later
+    assert [s[4] for s in schedule] == flip3 and not any(s[3] for s in schedule)
+    assert (c.batchsize, c.use_mask, c.relative_enc, c.F1_d, c.view_scale) == (
+        batch, use_mask, rel, f1d, vs)
+    assert c.rand_light == rl
+    assert (c.lr, c.weight_decay, c.collect_iters) == (1e-4, 5e-4, 100)
+    assert (c.lam_perc, c.lam_smooth, c.lam_regular) == (0.5, 0.01, 0.01)
+    assert (c.min_depth, c.max_depth, c.xyz_rotation_range, c.xy_translation_range,
+            c.z_translation_range, c.fov, c.rot_center_depth) == (0.9, 1.1, 60, 0.1, 0, 10, 1)
+    assert c.effective_border_depth() == pytest.approx(0.7 * 1.1 + 0.3 * 0.9)
+    assert c.prior_far == (1.0 if name == "church" else 1.02) and c.prior_near == 0.91
+    assert c.prior_iters == 1000 and c.nf is None and c.enc_nf == 32
+
+
+def test_yaml_file_and_overrides(tmp_path):
+    path = tmp_path / "my.yml"
+    path.write_text("batchsize: 4\nlam_smooth: 0.02\ncheckpoint_dir: results/x\n")
+    c = load_config("celeba", path, ["lr=2e-4", "flip3_cfg=[false, true, false, false]",
+                                     "stage_len_dict.step2=7", "vgg16_path=/w/vgg.pth",
+                                     "perceptual=vgg16", "crop=null"])
+    assert (c.batchsize, c.lam_smooth, c.lr) == (4, 0.02, 2e-4)
+    assert c.flip3_cfg == [False, True, False, False]
+    assert c.stage_len_dict == {"step1": 600, "step2": 7, "step3": 400}
+    assert c.perceptual == "vgg16" and c.crop is None
+    c2 = load_config(overrides=["stage_len_dict2.step3=9"])
+    assert c2.stage_len_dict2["step3"] == 9 and c2.stage_len_dict2["step1"] == 200
+
+
+def test_release_yaml_loads(tmp_path):
+    release = """
+checkpoint_dir: results/synface
+use_logger: true
+num_stage: 1
+flip1_cfg: [false]
+flip3_cfg: [true]
+stage_len_dict:
+    step1: 500
+    step2: 500
+    step3: 200
+image_size: 64
+crop: 170
+category: synface
+relative_enc: true
+use_mask: false
+view_scale: 1.2
+batchsize: 16
+lr: 0.0001
+F1_d: 8
+gan_ckpt: checkpoints/stylegan2/stylegan2-synface-config-e.pt
+view_mvn_path: checkpoints/view_light/synface_view_mvn.pth
+rand_light: [-0.9,0.9,-0.3,0.8,-0.1,0.7,-0.4]
+fov: 10
+"""
+    path = tmp_path / "synface.yml"
+    path.write_text(release)
+    c = load_config(None, path, ["stage_len_dict2=null"])
+    assert c.stage_schedule() == [(500, 500, 200, False, True)]
+    assert c.gan_ckpt.endswith("config-e.pt")
+
+
+@pytest.mark.parametrize("overrides, pattern", [
+    (["batchsze=4"], "did you mean 'batchsize'"),
+    (["batchsize=four"], "batchsize must be int"),
+    (["batchsize=0"], "batchsize must be >= 1"),
+    (["use_mask=1"], "use_mask must be bool"),
+    (["image_size=96"], "power of two"),
+    (["num_stage=6"], "flip1_cfg has 4 entries"),
+    (["stage_len_dict={step1: 1, step2: 1}"], "step1, step2, step3"),
+    (["min_depth=1.2"], "min_depth < max_depth"),
+    (["perceptual=lpips"], "perceptual must be one of"),
+    (["perceptual=vgg16"], "needs vgg16_path"),
+    (["mask=parser"], "mask must be one of"),
+    (["rand_light=[1, 2]"], "rand_light"),
+    (["lr"], "key=value"),
+    (["nosuch.step1=3"], "unknown setting"),
+])
+def test_bad_settings_are_one_line_errors(overrides, pattern):
+    with pytest.raises(UserError, match=pattern) as info:
+        load_config("celeba", overrides=overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(UserError, match="unknown preset"):
+        load_config("horse")
+    with pytest.raises(UserError, match="not found"):
+        load_config("celeba", tmp_path / "missing.yml")
+    (tmp_path / "bad.yml").write_text("a: [1, 2\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config("celeba", tmp_path / "bad.yml")
+    (tmp_path / "list.yml").write_text("- 1\n- 2\n")
+    with pytest.raises(UserError, match="mapping"):
+        load_config("celeba", tmp_path / "list.yml")
+
+
+def test_save_config_round_trip(tmp_path):
+    c = load_config("car", overrides=["seed=3"])
+    save_config(c, tmp_path / "config.yaml")
+    data = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert ReconConfig(**data) == c
+    assert load_config(None, tmp_path / "config.yaml") == c
