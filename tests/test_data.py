@@ -10,6 +10,7 @@ from PIL import Image
 
 from gan2shape import cli
 from gan2shape.data import heads, scenes
+from gan2shape.eval.metrics import gt_depth_from_png
 
 SIZE = 48
 
@@ -186,6 +187,7 @@ def test_make_data_files_round_trip_and_resume(tmp_path, capsys):
         npy = np.load(out / "depth" / f"00000{k}.npy")
         assert npy.dtype == np.float32 and np.array_equal(npy, ref["depth"][k].numpy())
         assert np.abs(png - npy).max() <= 0.2 / 65535 / 2 + 1e-6
+        assert np.allclose(gt_depth_from_png(out / "depth" / f"00000{k}.png").numpy(), png)
         meta = json.loads((out / "meta" / f"00000{k}.json").read_text())
         assert np.allclose(meta["view"], ref["view"][k].numpy())
         assert np.allclose(meta["view"], scenes.view_from_raw(torch.tensor([meta["view_raw"]]))[0])

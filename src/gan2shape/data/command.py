@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import UserError
+from ..eval.metrics import gt_depth_to_png
 from ..fileio import save_image, save_json, save_npy, save_text, save_torch
 from . import heads, scenes
 
@@ -109,17 +110,14 @@ def _is_complete(out: Path, name: str) -> bool:
 
 def to_files(batch: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
     """Images (B, 3, S, S) in [-1, 1] -> uint8 (B, S, S, 3); depths (B, S, S) -> uint16
-    (B, S, S) in the release convention g = 1 - (d - 0.9) / 0.2 (near is bright).
+    (B, S, S) in the release convention (``eval.gt_depth_to_png``: near is bright).
 
-    The conventions of ``export.images`` (to_uint8, depth_to_png16), computed in numpy for
-    the whole batch: torch's CPU ``round`` takes milliseconds per small image here, which
-    dominated make-data.
+    Computed in numpy for the whole batch: torch's CPU ``round`` takes milliseconds per
+    small image here, which dominated make-data.
     """
     image = (batch["image"].permute(0, 2, 3, 1).double().numpy() + 1) / 2
-    g = 1 - (batch["depth"].double().numpy() - scenes.MIN_DEPTH) / (
-        scenes.MAX_DEPTH - scenes.MIN_DEPTH)
-    return (np.round(np.clip(image, 0, 1) * 255).astype(np.uint8),
-            np.round(np.clip(g, 0, 1) * 65535).astype(np.uint16))
+    depth = gt_depth_to_png(batch["depth"], scenes.MIN_DEPTH, scenes.MAX_DEPTH)
+    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), depth
 
 
 def _meta(batch: dict[str, torch.Tensor], k: int, seed: int, index: int, size: int) -> dict:
