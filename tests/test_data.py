@@ -11,6 +11,7 @@ from PIL import Image
 from gan2shape import cli
 from gan2shape.data import heads, scenes
 from gan2shape.eval.metrics import gt_depth_from_png
+from gan2shape.recon.priors import ViewLightPrior
 
 SIZE = 48
 
@@ -200,6 +201,10 @@ def test_make_data_files_round_trip_and_resume(tmp_path, capsys):
         assert set(loaded) == {"mean", "cov"}
         assert torch.equal(loaded["mean"], prior["mean"])
         assert torch.equal(loaded["cov"], prior["cov"])
+    # The reconstruction's prior loader reads them as they are.
+    loaded = ViewLightPrior.load(out / "view_prior.pt", out / "light_prior.pt")
+    assert torch.allclose(loaded.view_mean.float(), scenes.view_prior()["mean"])
+    assert torch.allclose(loaded.light_cov.float(), scenes.light_prior()["cov"])
 
     # Resume: complete samples are kept, a missing file is rendered again, identically.
     kept = (out / "images" / "000000.png").stat().st_mtime_ns
