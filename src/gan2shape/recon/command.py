@@ -1,0 +1,256 @@
+"""``gan2shape reconstruct``: 3D shape, albedo, light, view and mesh for images + latents.
+
+Inputs are given either as image files with one latent each (``--latent W.pt ...`` in the
+same order, or ``--latent-dir DIR`` holding ``<stem>.pt``), or in the release's layout
+(``--image-list FILE --image-root DIR --latent-root DIR``: one image path per line,
+relative to the image root; latents at the same relative path with ``.pt``). Each image's
+outputs go to ``<out>/<stem>/`` (interfaces.md); a finished image is skipped when the
+command is run again, an interrupted one resumes from its last stage checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..config import available_presets, load_config, save_config
+from ..errors import UserError
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class Job:
+    """One image to reconstruct: its files and its output folder name."""
+
+    image: Path
+    latent: Path | None
+    name: str
+    mask: Path | None = None
+    gt_depth: Path | None = None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="*", type=Path, metavar="IMG",
+                        help="square RGB images (GAN samples or inverted photos)")
+    parser.add_argument("--gan", required=True, type=Path, metavar="CKPT",
+                        help="StyleGAN2 checkpoint (rosinality format: 'g_ema' and 'd')")
+    src = parser.add_argument_group("latents")
+    src.add_argument("--latent", nargs="+", type=Path, default=[], metavar="W.pt",
+                     help="one W latent file per image, in the order of the images")
+    src.add_argument("--latent-dir", type=Path, metavar="DIR",
+                     help="folder with <image stem>.pt for every image")
+    src.add_argument("--invert", action="store_true",
+                     help="find each image's latent by GAN inversion (no latent files)")
+    rel = parser.add_argument_group("the release's data layout")
+    rel.add_argument("--image-list", type=Path, metavar="FILE",
+                     help="one image path per line, relative to --image-root")
+    rel.add_argument("--image-root", type=Path, metavar="DIR")
+    rel.add_argument("--latent-root", type=Path, metavar="DIR",
+                     help="latents at the images' relative paths with the suffix .pt")
+    rel.add_argument("--gt-depth-root", type=Path, metavar="DIR",
+                     help="ground-truth depth PNGs at the images' relative paths")
+    parser.add_argument("--preset", default="celeba", choices=available_presets(),
+                        help="settings of the release for a category (default: celeba)")
+    parser.add_argument("--config", type=Path, metavar="YAML",
+                        help="YAML file of settings on top of the preset")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override one setting (repeatable)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR")
+    parser.add_argument("--pretrained", type=Path, metavar="PTH",
+                        help="GAN2Shape weights (netD, netA, netV, netL, netEnc) to start from")
+    parser.add_argument("--mask", nargs="+", type=Path, default=[], metavar="PNG",
+                        help="object mask image(s): one for all images or one per image")
+    parser.add_argument("--gt-depth", nargs="+", type=Path, default=[], metavar="PNG",
+                        help="ground-truth depth PNG(s), one per image: adds SIDE / MAD")
+    parser.add_argument("--view-prior", type=Path, metavar="PTH",
+                        help="view prior {'mean', 'cov'} (the release's view_mvn.pth)")
+    parser.add_argument("--light-prior", type=Path, metavar="PTH",
+                        help="light prior {'mean', 'cov'} (the release's light_mvn.pth)")
+    parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
+                        help="where to run (default: the config's 'device', auto)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _per_image(paths: list[Path], n: int, what: str) -> list[Path | None]:
+    if not paths:
+        return [None] * n
+    if len(paths) == 1 and what == "--mask":
+        return paths * n
+    if len(paths) != n:
+        raise UserError(f"{len(paths)} {what} files for {n} images; give one per image")
+    return list(paths)
+
+
+def _relative_jobs(args) -> list[Job]:
+    """Jobs of the release's layout (image list + roots)."""
+    if args.image_root is None or (args.latent_root is None and not args.invert):
+        raise UserError("--image-list needs --image-root and --latent-root (or --invert)")
+    if not args.image_list.is_file():
+        raise UserError(f"image list not found: {args.image_list}")
+    names = [line.split()[0] for line in args.image_list.read_text().splitlines()
+             if line.strip()]
+    if not names:
+        raise UserError(f"image list {args.image_list} is empty")
+    jobs = []
+    for rel in names:
+        jobs.append(Job(
+            image=args.image_root / rel,
+            latent=None if args.invert else (args.latent_root / rel).with_suffix(".pt"),
+            name=str(Path(rel).with_suffix("")),
+            gt_depth=args.gt_depth_root / rel if args.gt_depth_root else None))
+    return jobs
+
+
+def make_jobs(args) -> list[Job]:
+    """The list of images with their latent, mask and ground-truth files; checks counts."""
+    if args.image_list is not None:
+        if args.images:
+            raise UserError("give images either as arguments or with --image-list, not both")
+        jobs = _relative_jobs(args)
+    else:
+        if not args.images:
+            raise UserError("no images given (IMG... or --image-list)")
+        n = len(args.images)
+        given = sum([bool(args.latent), args.latent_dir is not None, args.invert])
+        if given != 1:
+            raise UserError("give exactly one of --latent, --latent-dir and --invert")
+        if args.latent:
+            if len(args.latent) != n:
+                raise UserError(f"{n} images but {len(args.latent)} latent files; "
+                                "give one latent per image")
+            latents = list(args.latent)
+        elif args.latent_dir is not None:
+            latents = [args.latent_dir / f"{p.stem}.pt" for p in args.images]
+        else:
+            latents = [None] * n
+        gts = _per_image(args.gt_depth, n, "--gt-depth")
+        jobs = [Job(p, w, p.stem, gt_depth=g)
+                for p, w, g in zip(args.images, latents, gts, strict=True)]
+    masks = _per_image(args.mask, len(jobs), "--mask")
+    for job, m in zip(jobs, masks, strict=True):
+        job.mask = m
+    seen: dict[str, Path] = {}
+    for job in jobs:
+        if job.name in seen:
+            raise UserError(f"two images share the output name {job.name!r}: "
+                            f"{seen[job.name]} and {job.image}")
+        seen[job.name] = job.image
+        for path, what in ((job.image, "image"), (job.latent, "latent file"),
+                           (job.mask, "mask"), (job.gt_depth, "ground-truth depth")):
+            if path is not None and not path.is_file():
+                raise UserError(f"{what} not found: {path}")
+    return jobs
+
+
+def load_rgb(path: Path) -> torch.Tensor:
+    """A square RGB image file -> (3, N, N) in [-1, 1]; one-line errors otherwise.
+
+    An RGBA image is accepted when fully opaque; greyscale, palette-with-transparency and
+    other channel layouts are refused (a GAN sample is always RGB).
+    """
+    from ..gan.images import open_image
+
+    image = open_image(path)
+    if image.mode == "RGBA" and np.asarray(image)[..., 3].min() == 255:
+        image = image.convert("RGB")
+    if image.mode == "P" and "transparency" not in image.info:
+        image = image.convert("RGB")
+    if image.mode != "RGB":
+        raise UserError(f"image {path} has mode {image.mode} ({len(image.getbands())} "
+                        "channels); expected an RGB image")
+    if image.width != image.height:
+        raise UserError(f"image {path} is not square ({image.width}x{image.height})")
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def load_mask_file(path: Path) -> torch.Tensor:
+    """A mask image (object bright) -> (N, N) in [0, 1] at the file's own size."""
+    from ..gan.images import open_image
+
+    image = open_image(path).convert("L")
+    if image.width != image.height:
+        raise UserError(f"mask {path} is not square ({image.width}x{image.height})")
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255)
+
+
+def latent_by_inversion(image_path: Path, gan, device: torch.device) -> torch.Tensor:
+    """Hook for ``--invert``: the W latent (1, style_dim) of an image that has none.
+
+    Plugged into ``gan2shape.gan.invert``: it must offer
+    ``invert_image(path, gan, device=...) -> (1, style_dim)`` (optimisation-based projection).
+    """
+    try:
+        from ..gan import invert
+    except ImportError as exc:
+        raise UserError("--invert needs GAN inversion (gan2shape.gan.invert), which this "
+                        "installation lacks; give latent files instead") from exc
+    return invert.invert_image(image_path, gan, device=device)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but PyTorch sees no CUDA device")
+    return torch.device(name)
+
+
+def run(args) -> int:
+    from ..eval import gt_depth_from_png
+    from ..gan import load_stylegan2
+    from ..gan.latents import load_latent
+    from .reconstructor import Reconstructor, is_finished
+
+    overrides = list(args.overrides)
+    if args.view_prior is not None:
+        overrides.append(f"view_mvn_path={args.view_prior}")
+    if args.light_prior is not None:
+        overrides.append(f"light_mvn_path={args.light_prior}")
+    cfg = load_config(args.preset, args.config, overrides)
+    jobs = make_jobs(args)
+    device = resolve_device(args.device or cfg.device)
+    gan = load_stylegan2(args.gan, device=device)
+    style_dim = gan.generator.style_dim
+    latents = [load_latent(j.latent, style_dim) if j.latent is not None else None
+               for j in jobs]  # all checked before any long work starts
+    if args.pretrained is not None and not args.pretrained.is_file():
+        raise UserError(f"GAN2Shape weights not found: {args.pretrained}")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, args.out / "config.yaml")
+    todo = [(j, w) for j, w in zip(jobs, latents, strict=True)
+            if not is_finished(args.out / j.name)]
+    skipped = len(jobs) - len(todo)
+    if skipped:
+        print(f"gan2shape reconstruct: {skipped} of {len(jobs)} images already finished, "
+              "skipped")
+    if not todo:
+        return 0
+    rec = Reconstructor(gan, cfg, pretrained=args.pretrained, device=device,
+                        progress=not args.quiet)
+    for job, latent in tqdm(todo, desc="images", unit="image", disable=args.quiet):
+        image = load_rgb(job.image)
+        if latent is None:
+            latent = latent_by_inversion(job.image, gan, device)
+        mask = load_mask_file(job.mask) if job.mask is not None else None
+        gt = gt_depth_from_png(job.gt_depth, min_depth=cfg.min_depth,
+                               max_depth=cfg.max_depth) if job.gt_depth is not None else None
+        out_dir = args.out / job.name
+        checkpoint = out_dir / CHECKPOINT_NAME
+        result = rec.fit(image, latent, mask=mask, gt_depth=gt, name=job.name,
+                         checkpoint=checkpoint)
+        result.export(out_dir)
+        if checkpoint.exists():
+            os.remove(checkpoint)
+        line = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()
+                         if k in ("SIDE", "MAD_deg"))
+        tqdm.write(f"{job.name}: done{' (' + line + ')' if line else ''} -> {out_dir}")
+    return 0

@@ -1,0 +1,355 @@
+"""The three steps of GAN2Shape (METHOD.md section 3) for one target image.
+
+Step 1 trains the albedo network to explain the input image with depth, view and light held
+fixed. Step 2 renders pseudo samples (the current shape and albedo under random views and
+lights), projects them onto the GAN's image manifold through the latent encoder's offset,
+trains that encoder, and then collects projected samples. Step 3 trains the depth, albedo,
+view and light networks to explain the projected samples and the input image, optionally
+with the horizontally flipped depth and albedo as a second explanation (symmetry).
+
+Every step computes gradients only for the weights it trains: the GAN's parameters never
+require gradients, and networks a step holds fixed run under ``torch.no_grad``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..render import reproject
+from ..render.camera import depth_to_points, points_to_grid, warp_points
+from . import factors, losses
+from .priors import ViewLightPrior, sample_random_light
+
+STEP1_NETS = ("netA",)
+STEP2_NETS = ("netEnc",)
+STEP3_NETS = ("netD", "netA", "netV", "netL")
+
+
+@dataclass
+class Target:
+    """One image to reconstruct, in the reconstruction's space (S = image_size).
+
+    image (1, 3, S, S) in [-1, 1]; latent (1, style_dim) in W; gan_image (1, 3, S, S): the
+    GAN's image of ``latent`` brought to the same space; mask (1, 1, S, S) in [0, 1] or None;
+    origin_size: the side of the image file before cropping (for the release's ``crop``).
+    """
+
+    image: torch.Tensor
+    latent: torch.Tensor
+    gan_image: torch.Tensor
+    mask: torch.Tensor | None = None
+    origin_size: int | None = None
+
+
+@dataclass
+class Prediction:
+    """Factors predicted for one image (n = 2 with the flipped copy, else 1).
+
+    view (n, 6) physical; ``f`` the composed canonical factors (depth (n, H, W), normals,
+    albedo, light, shading, diffuse, image).
+    """
+
+    view: torch.Tensor
+    f: factors.Factors
+
+
+@dataclass
+class Canon:
+    """Frozen Step-1 factors of a target, the material of pseudo samples.
+
+    depth (1, H, W), albedo (1, 3, H, W), normals (1, H, W, 3), ambient and diffuse (1,),
+    mask (1, 1, H, W): the object mask carried into the canonical frame, or ones.
+    """
+
+    depth: torch.Tensor
+    albedo: torch.Tensor
+    normals: torch.Tensor
+    ambient: torch.Tensor
+    diffuse: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass
+class Samples:
+    """Collected projected samples: images (N, 3, S, S) and masks (N, 1, S, S)."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+
+
+def make_optimizer(nets: dict[str, nn.Module], names: Iterable[str], cfg) -> torch.optim.Adam:
+    """Adam over the named networks with the release's settings (lr, betas 0.9/0.999, wd)."""
+    params = [p for n in names for p in nets[n].parameters() if p.requires_grad]
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+
+
+class Context:
+    """What the steps share: the factor networks, the frozen GAN, the config and the losses.
+
+    nets: dict netD netA netV netL netEnc; generator / discriminator: the frozen StyleGAN2;
+    prior: the view and light ``ViewLightPrior`` (its view_scale already set);
+    perceptual: callable (recon, target) -> scalar, or None.
+    """
+
+    def __init__(self, nets: dict[str, nn.Module], generator: nn.Module,
+                 discriminator: nn.Module, cfg, prior: ViewLightPrior,
+                 perceptual: Callable | None):
+        self.nets = nets
+        self.generator = generator.requires_grad_(False).eval()
+        self.discriminator = discriminator.requires_grad_(False).eval()
+        self.cfg = cfg
+        self.prior = prior
+        self.perceptual = perceptual
+        device = next(generator.parameters()).device
+        self.device = device
+        self.view_mean = prior.view_mean.float().to(device) if cfg.add_mean_V else None
+        self.light_mean = prior.light_mean.float().to(device) if cfg.add_mean_L else None
+        split = 8 - cfg.F1_d  # mapping modules [0, split) are the head, [split, 9) the tail
+        self.mapping_split = split
+        with torch.no_grad():
+            zero = torch.zeros(1, generator.style_dim, device=device)
+            self.center_w = generator.mapping(zero)
+            self.center_h = generator.mapping(zero, 0, split)
+            self.mean_w = generator.mean_latent() if cfg.truncation < 1 else None
+
+    # --- the GAN side -------------------------------------------------------------------
+
+    def to_image_space(self, gan_images: torch.Tensor, origin_size: int | None) -> torch.Tensor:
+        """GAN output (B, 3, R, R) -> clamped (B, 3, S, S) as the input image was prepared.
+
+        With the release's ``crop``: resize to the image file's side, centre-crop ``crop``
+        pixels, resize to image_size; otherwise resize straight to image_size.
+        """
+        x = gan_images.clamp(-1, 1)
+        crop = self.cfg.crop
+        if crop is not None and origin_size is not None:
+            x = resize(x, origin_size)
+            margin = (origin_size - crop) // 2
+            x = x[..., margin:margin + crop, margin:margin + crop]
+        return resize(x, self.cfg.image_size)
+
+    def render_latent(self, latent: torch.Tensor, origin_size: int | None) -> torch.Tensor:
+        """The GAN's image of W latents (B, style_dim) in image space (B, 3, S, S), with the
+        config's truncation towards the mean latent."""
+        if self.mean_w is not None:
+            latent = self.mean_w + self.cfg.truncation * (latent - self.mean_w)
+        return self.to_image_space(self.generator.synthesis(latent), origin_size)
+
+    def project(self, target: Target, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project images (B, 3, S, S) onto the GAN manifold through the latent encoder.
+
+        h = E(images) [- E(gan_image) if relative_enc] + center_h;
+        offset = mapping_tail(h) - center_w; projected = G(w + offset).
+        Returns projected (B, 3, S, S) and offset (B, style_dim).
+        """
+        enc = self.nets["netEnc"]
+        code = enc(images)
+        if self.cfg.relative_enc:
+            code = code - enc(target.gan_image)
+        offset = self.generator.mapping(code + self.center_h, self.mapping_split) - self.center_w
+        projected = self.render_latent(target.latent + offset, target.origin_size)
+        return projected, offset
+
+    # --- factors and rendering ----------------------------------------------------------
+
+    def predict(self, image: torch.Tensor, train: Iterable[str] = (),
+                flip: bool = False) -> Prediction:
+        """Factors of image (1, 3, S, S); only networks named in ``train`` record gradients.
+
+        flip: append the horizontally flipped depth and albedo as a second explanation
+        (view and light repeated), n = 2.
+        """
+        cfg, train = self.cfg, set(train)
+
+        def run(name: str) -> torch.Tensor:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and name in train):
+                return self.nets[name](image)
+
+        depth = factors.depth_from_raw(run("netD"), cfg.min_depth, cfg.max_depth,
+                                       cfg.border_depth)
+        albedo = run("netA")
+        view = self.view_from_raw(run("netV"))
+        light = factors.light_from_raw(run("netL"), self.light_mean)
+        if flip:
+            depth = torch.cat([depth, depth.flip(2)])
+            albedo = torch.cat([albedo, albedo.flip(3)])
+            view, light = view.repeat(2, 1), light.repeat(2)
+        return Prediction(view, factors.compose(depth, albedo, light, cfg.fov))
+
+    def view_from_raw(self, raw: torch.Tensor, mean: bool = True) -> torch.Tensor:
+        cfg = self.cfg
+        return factors.view_from_raw(raw, self.view_mean if mean else None,
+                                     cfg.xyz_rotation_range, cfg.xy_translation_range,
+                                     cfg.z_translation_range)
+
+    def render(self, depth: torch.Tensor, texture: torch.Tensor,
+               view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Texture (B, C, S, S) on canonical depth (B, S, S) seen from view (B, 6).
+
+        Returns the image clamped to [-1, 1] and its valid-render mask (B, 1, S, S) (no
+        gradient flows through the mask).
+        """
+        image, mask, _ = reproject(depth, texture, view, fov_deg=self.cfg.fov,
+                                   rot_center_depth=self.cfg.rot_center_depth,
+                                   conventions=self.cfg.conventions)
+        return image.clamp(-1, 1), mask.detach()
+
+    def image_loss(self, recon: torch.Tensor, target: torch.Tensor,
+                   mask: torch.Tensor) -> torch.Tensor:
+        """Masked photometric L1 + lam_perc * perceptual on masked images."""
+        loss = losses.photometric_loss(recon, target, mask)
+        if self.perceptual is not None and self.cfg.lam_perc > 0:
+            loss = loss + self.cfg.lam_perc * self.perceptual(recon * mask, target * mask)
+        return loss
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Square resize (B, C, H, W) -> (B, C, size, size): area when shrinking, else bilinear."""
+    if images.shape[-1] == size:
+        return images
+    if images.shape[-1] > size:
+        return F.interpolate(images, size=(size, size), mode="area")
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+
+
+# --- Step 1 ------------------------------------------------------------------------------
+
+def reconstruction_loss(ctx: Context, image: torch.Tensor, pred: Prediction) -> torch.Tensor:
+    """The Step-1 loss of ``pred`` against image (1, 3, S, S): image terms (for the flipped
+    copy too, both under the joint valid mask) + lam_smooth * smoothness."""
+    f = pred.f
+    recon, valid = ctx.render(f.depth, f.image, pred.view)
+    if recon.shape[0] == 2:
+        valid = (valid[:1] * valid[1:]).repeat(2, 1, 1, 1)
+    loss = sum(ctx.image_loss(recon[i:i + 1], image, valid[i:i + 1])
+               for i in range(recon.shape[0]))
+    smooth = losses.smoothness_loss(f.depth) + losses.smoothness_loss(f.diffuse)
+    return loss + ctx.cfg.lam_smooth * smooth
+
+
+def step1_loss(ctx: Context, target: Target, flip: bool = False) -> torch.Tensor:
+    """Step 1: albedo network only; depth, view and light are computed without gradients."""
+    pred = ctx.predict(target.image, STEP1_NETS, flip)
+    return reconstruction_loss(ctx, target.image, pred)
+
+
+# --- Step 2 ------------------------------------------------------------------------------
+
+@torch.no_grad()
+def canon_of(ctx: Context, target: Target) -> Canon:
+    """The current factors of the target's image, frozen, with its mask in canonical frame."""
+    pred = ctx.predict(target.image)
+    f = pred.f
+    if ctx.cfg.use_mask and target.mask is not None:
+        # Where each canonical pixel lands in the input view: sample the input mask there.
+        b, h, w = f.depth.shape
+        points = warp_points(depth_to_points(f.depth, ctx.cfg.fov).reshape(b, -1, 3),
+                             pred.view, ctx.cfg.rot_center_depth).reshape(b, h, w, 3)
+        grid = points_to_grid(points, ctx.cfg.fov)
+        mask = F.grid_sample(target.mask, grid, mode="bilinear", align_corners=True)
+    else:
+        mask = torch.ones_like(f.depth).unsqueeze(1)
+    return Canon(f.depth, f.albedo, f.normals, f.light.ambient, f.light.diffuse, mask)
+
+
+@torch.no_grad()
+def sample_pseudo(ctx: Context, canon: Canon, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render n pseudo samples of the canonical shape under random lights and views.
+
+    Light: direction normalize(x, y, 1) with x, y uniform in the rand_light ranges, a
+    diffuse jitter r uniform in its range; shading = ambient + alpha * r + (diffuse + r) *
+    max(0, <n, l>). View: a draw from the view prior (raw convention, mean included) with
+    its yaw scaled by view_scale. Returns images (n, 3, S, S) in [-1, 1] and masks
+    (n, 1, S, S): where the sample sees the (masked) canonical image.
+    """
+    cfg, dev = ctx.cfg, canon.depth.device
+    light = sample_random_light(n, canon.ambient, canon.diffuse, cfg.rand_light)
+    shading = factors.shade(canon.normals.expand(n, -1, -1, -1), light)
+    texture = factors.canonical_image(canon.albedo.expand(n, -1, -1, -1), shading)
+
+    views = ctx.view_from_raw(ctx.prior.sample_views(n).to(dev), mean=False)
+    depth = canon.depth.expand(n, -1, -1)
+    rendered, _ = ctx.render(depth, torch.cat([texture, canon.mask.expand(n, -1, -1, -1)], 1),
+                             views)
+    return rendered[:, :3], (rendered[:, 3:] > 0.5).float()
+
+
+def projection_loss(ctx: Context, target: Target, pseudo: torch.Tensor,
+                    mask: torch.Tensor) -> torch.Tensor:
+    """Photometric + discriminator-feature distance between the projections of pseudo
+    samples (B, 3, S, S) and the samples themselves (masked by (B, 1, S, S)) +
+    lam_regular * mean squared latent offset."""
+    projected, offset = ctx.project(target, pseudo)
+    return (losses.photometric_loss(projected, pseudo, mask)
+            + losses.discriminator_feature_loss(ctx.discriminator, projected, pseudo, mask)
+            + ctx.cfg.lam_regular * losses.latent_regularisation(offset))
+
+
+def step2_loss(ctx: Context, target: Target, canon: Canon) -> torch.Tensor:
+    """Step 2: latent encoder only, on a fresh batch of pseudo samples."""
+    pseudo, mask = sample_pseudo(ctx, canon, ctx.cfg.batchsize)
+    return projection_loss(ctx, target, pseudo, mask)
+
+
+@torch.no_grad()
+def collect(ctx: Context, target: Target, canon: Canon, iters: int,
+            progress: Callable[[int], None] | None = None) -> Samples:
+    """``iters`` batches of fresh pseudo samples projected onto the GAN manifold."""
+    images, masks = [], []
+    for _ in range(iters):
+        pseudo, mask = sample_pseudo(ctx, canon, ctx.cfg.batchsize)
+        images.append(ctx.project(target, pseudo)[0])
+        masks.append(mask)
+        if progress is not None:
+            progress(1)
+    return Samples(torch.cat(images), torch.cat(masks))
+
+
+class SampleCycler:
+    """Batches of collected samples, walking a fresh random permutation each pass."""
+
+    def __init__(self, samples: Samples, batch: int):
+        self.samples, self.batch = samples, min(batch, samples.images.shape[0])
+        self.order = torch.empty(0, dtype=torch.long)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.order.numel() < self.batch:
+            self.order = torch.randperm(self.samples.images.shape[0])
+        idx, self.order = self.order[:self.batch], self.order[self.batch:]
+        idx = idx.to(self.samples.images.device)
+        return self.samples.images[idx], self.samples.masks[idx]
+
+
+# --- Step 3 ------------------------------------------------------------------------------
+
+def step3_loss(ctx: Context, target: Target, images: torch.Tensor, masks: torch.Tensor,
+               flip: bool = False) -> torch.Tensor:
+    """Step 3: depth, albedo, view and light networks. The Step-1 loss on the input image
+    plus the image terms of each projected sample (images (b, 3, S, S), masks (b, 1, S, S))
+    rendered from the input's depth and albedo with the sample's own predicted view and
+    light (and the flipped explanation under the joint valid mask when ``flip``)."""
+    pred = ctx.predict(target.image, STEP3_NETS, flip)
+    loss = reconstruction_loss(ctx, target.image, pred)
+
+    b, n = images.shape[0], 2 if flip else 1
+    f = pred.f
+    view = ctx.view_from_raw(ctx.nets["netV"](images)).repeat(n, 1)
+    light = factors.light_from_raw(ctx.nets["netL"](images), ctx.light_mean).repeat(n)
+    # each explanation (original, flipped) repeated over the b samples
+    depth = f.depth.repeat_interleave(b, 0)
+    normals = f.normals.repeat_interleave(b, 0)
+    albedo = f.albedo.repeat_interleave(b, 0)
+    shading = factors.shade(normals, light)
+    recon, valid = ctx.render(depth, factors.canonical_image(albedo, shading), view)
+    if flip:
+        valid = (valid[:b] * valid[b:]).repeat(2, 1, 1, 1)
+    valid = valid * masks.repeat(n, 1, 1, 1)
+    for i in range(n):
+        part = slice(i * b, (i + 1) * b)
+        loss = loss + ctx.image_loss(recon[part], images, valid[part])
+    return loss

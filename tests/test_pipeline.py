@@ -1,0 +1,197 @@
+"""The three steps and the Reconstructor on a tiny randomly initialised StyleGAN2."""
+
+import pytest
+import torch
+
+from gan2shape.config import load_config
+from gan2shape.gan import Discriminator, Generator, load_stylegan2, save_stylegan2
+from gan2shape.recon import Reconstructor, SequenceSpec, steps
+from gan2shape.recon import reconstructor as reconstructor_module
+
+STYLE_DIM = 32
+CHANNELS = {4: 16, 8: 16, 16: 16, 32: 8}
+# One short stage: every step runs, with symmetry in step 3 and the object mask in step 2.
+FAST = ["num_stage=1", "stage_len_dict={step1: 1, step2: 1, step3: 1}", "collect_iters=1",
+        "prior_iters=1", "flip3_cfg=[true]", "flip1_cfg=[false]"]
+SHORT_SEQUENCES = SequenceSpec(n_yaw=2, n_pitch=1, relight_x=(-1.0, 1.0), relight_y=(0.0,),
+                               relight_strength=(0.3,))
+
+
+class Interrupted(Exception):
+    """Stands in for a run that was stopped (KeyboardInterrupt would stop pytest itself)."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These tiny convolutions run far faster on one thread on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def gan_path(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("gan") / "tiny.pt"
+    save_stylegan2(path, Generator(32, style_dim=STYLE_DIM, channels=CHANNELS),
+                   Discriminator(32, channels=CHANNELS))
+    return path
+
+
+@pytest.fixture(scope="module")
+def gan(gan_path):
+    return load_stylegan2(gan_path)
+
+
+@pytest.fixture(scope="module")
+def sample(gan):
+    """A GAN sample at 64 px (the smallest reconstruction size) and its latent."""
+    torch.manual_seed(1)
+    w = gan.generator.mapping(torch.randn(1, STYLE_DIM)).detach()
+    with torch.no_grad():
+        image = gan.generator.synthesis(w).clamp(-1, 1)
+    image = torch.nn.functional.interpolate(image, size=64, mode="bilinear")[0]
+    return image, w
+
+
+def make_reconstructor(gan, *overrides):
+    cfg = load_config("tiny", overrides=[*FAST, *overrides])
+    return Reconstructor(gan, cfg, progress=False, sequences=SHORT_SEQUENCES)
+
+
+def trained_with_grad(nets, generator, discriminator):
+    names = {k for k, n in nets.items() if any(p.grad is not None for p in n.parameters())}
+    assert all(p.grad is None and not p.requires_grad for p in generator.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in discriminator.parameters())
+    return names
+
+
+def zero_grads(nets):
+    for n in nets.values():
+        n.zero_grad(set_to_none=True)
+
+
+@torch.no_grad()
+def photometric(ctx, target):
+    pred = ctx.predict(target.image)
+    recon, valid = ctx.render(pred.f.depth, pred.f.image, pred.view)
+    return float((((recon - target.image).abs()) * valid).sum() / (3 * valid.sum()))
+
+
+def test_step1_lowers_photometric_loss_and_trains_only_albedo(gan, sample):
+    rec = make_reconstructor(gan, "lr=0.001", "lam_perc=0")
+    ctx = rec.ctx
+    target = rec.target(*sample)
+    zero_grads(ctx.nets)
+    steps.step1_loss(ctx, target, flip=True).backward()
+    assert trained_with_grad(ctx.nets, ctx.generator, ctx.discriminator) == {"netA"}
+    zero_grads(ctx.nets)
+
+    before = photometric(ctx, target)
+    rec._train(steps.STEP1_NETS, 15, "step 1", lambda: steps.step1_loss(ctx, target))
+    after = photometric(ctx, target)
+    assert after < 0.8 * before
+
+
+def test_step2_lowers_projection_loss_and_trains_only_encoder(gan, sample):
+    rec = make_reconstructor(gan, "lr=0.001", "batchsize=2")
+    ctx = rec.ctx
+    target = rec.target(*sample)
+    torch.manual_seed(2)
+    canon = steps.canon_of(ctx, target)
+    pseudo, mask = steps.sample_pseudo(ctx, canon, 2)
+    assert pseudo.shape == (2, 3, 64, 64) and mask.shape == (2, 1, 64, 64)
+    assert 0 < float(mask.mean()) <= 1
+
+    def loss():
+        return steps.projection_loss(ctx, target, pseudo, mask)
+
+    zero_grads(ctx.nets)
+    loss().backward()
+    assert trained_with_grad(ctx.nets, ctx.generator, ctx.discriminator) == {"netEnc"}
+    zero_grads(ctx.nets)
+    with torch.no_grad():
+        before = float(loss())
+    rec._train(steps.STEP2_NETS, 10, "step 2", loss)
+    with torch.no_grad():
+        after = float(loss())
+    assert after < before
+
+
+def test_projection_at_zero_code_is_the_latent_own_image(gan, sample):
+    """With relative_enc the offset vanishes for the GAN image itself: E(x) - E(x) = 0, so
+    h = center_h and mapping_tail(center_h) = center_w (the tail finishes the head's z=0)."""
+    rec = make_reconstructor(gan)
+    target = rec.target(*sample)
+    with torch.no_grad():
+        projected, offset = rec.ctx.project(target, target.gan_image)
+    assert offset.abs().max() < 1e-5
+    torch.testing.assert_close(projected, target.gan_image, atol=1e-5, rtol=0)
+
+
+def test_step3_trains_factor_networks_not_encoder_and_flip_mirrors(gan, sample):
+    rec = make_reconstructor(gan)
+    ctx = rec.ctx
+    target = rec.target(*sample)
+    images = torch.rand(2, 3, 64, 64) * 2 - 1
+    masks = torch.ones(2, 1, 64, 64)
+    zero_grads(ctx.nets)
+    steps.step3_loss(ctx, target, images, masks, flip=True).backward()
+    assert trained_with_grad(ctx.nets, ctx.generator, ctx.discriminator) == set(
+        steps.STEP3_NETS)
+    with torch.no_grad():
+        pred = ctx.predict(target.image, flip=True)
+    torch.testing.assert_close(pred.f.depth[1], pred.f.depth[0].flip(1))
+    torch.testing.assert_close(pred.f.albedo[1], pred.f.albedo[0].flip(2))
+
+
+def test_fit_resumes_after_the_last_finished_stage(gan, sample, tmp_path, monkeypatch):
+    rec = make_reconstructor(gan, "num_stage=2", "flip3_cfg=[true, false]",
+                             "flip1_cfg=[false, false]")
+    checkpoint = tmp_path / "ck.pt"
+    calls = []
+    original = Reconstructor.run_stage
+
+    def interrupted(self, target, stage, desc):
+        calls.append(desc)
+        if len(calls) == 2:
+            raise Interrupted
+        return original(self, target, stage, desc)
+
+    monkeypatch.setattr(Reconstructor, "run_stage", interrupted)
+    with pytest.raises(Interrupted):
+        rec.fit(*sample, name="img", checkpoint=checkpoint)
+    assert checkpoint.is_file()
+
+    calls.clear()
+    monkeypatch.setattr(Reconstructor, "fit_prior", lambda *a, **k: pytest.fail("prior refit"))
+    result = rec.fit(*sample, name="img", checkpoint=checkpoint)
+    assert calls == ["img stage 2/2"]
+    assert torch.isfinite(result.depth).all()
+    # another image (or configuration) never resumes from this checkpoint
+    monkeypatch.setattr(Reconstructor, "fit_prior", lambda *a, **k: 0.0)
+    monkeypatch.setattr(Reconstructor, "run_stage",
+                        lambda self, t, s, desc: calls.append(desc) or {})
+    calls.clear()
+    rec.fit(*sample, name="other", checkpoint=checkpoint)
+    assert calls == ["other stage 1/2", "other stage 2/2"]
+
+
+def test_weights_are_reset_between_images(gan, sample):
+    rec = make_reconstructor(gan)
+    initial = {k: v.clone() for k, v in rec.nets["netA"].state_dict().items()}
+    rec.fit(*sample, name="a")
+    changed = rec.nets["netA"].state_dict()
+    assert any(not torch.equal(initial[k], changed[k]) for k in initial)
+    rec.reset()
+    for k, v in rec.nets["netA"].state_dict().items():
+        assert torch.equal(v, initial[k])
+
+
+def test_output_file_list_matches_interfaces():
+    expected = {"depth.png", "depth.npy", "normal.png", "albedo.png", "shading.png",
+                "canonical.png", "view.json", "light.json", "mesh.obj", "mesh.mtl",
+                "texture.png", "rotation.gif", "relight.gif", "rotation_grid.png",
+                "relight_grid.png", "metrics.json"}
+    assert set(reconstructor_module.OUTPUT_FILES) == expected
