@@ -1,0 +1,150 @@
+"""`gan2shape reconstruct` end to end on a tiny random StyleGAN2: outputs, resume, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gan2shape import cli
+from gan2shape.eval import gt_depth_to_png
+from gan2shape.gan import Discriminator, Generator, save_latent, save_stylegan2
+from gan2shape.recon import OUTPUT_FILES
+
+STYLE_DIM = 32
+CHANNELS = {4: 16, 8: 16, 16: 16, 32: 8}
+FAST = ["num_stage=1", "stage_len_dict={step1: 1, step2: 1, step3: 1}", "collect_iters=1",
+        "prior_iters=1", "flip3_cfg=[true]", "flip1_cfg=[false]"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A GAN checkpoint, two 64 px GAN samples with their latents, a ground-truth depth."""
+    root = tmp_path_factory.mktemp("inputs")
+    torch.manual_seed(0)
+    g = Generator(32, style_dim=STYLE_DIM, channels=CHANNELS)
+    save_stylegan2(root / "gan.pt", g, Discriminator(32, channels=CHANNELS))
+    images, latents = [], []
+    for i in range(2):
+        w = g.mapping(torch.randn(1, STYLE_DIM)).detach()
+        with torch.no_grad():
+            x = torch.nn.functional.interpolate(g.synthesis(w).clamp(-1, 1), size=64,
+                                                mode="bilinear")[0]
+        array = ((x.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+        Image.fromarray(array).save(root / f"img{i}.png")
+        save_latent(root / f"img{i}.pt", w)
+        images.append(root / f"img{i}.png")
+        latents.append(root / f"img{i}.pt")
+    rows = torch.linspace(0.95, 1.08, 64).view(64, 1).expand(64, 64)
+    Image.fromarray(gt_depth_to_png(rows)).save(root / "gt.png")
+    return {"root": root, "gan": root / "gan.pt", "images": images, "latents": latents,
+            "gt": root / "gt.png"}
+
+
+def reconstruct(*args):
+    sets = [a for item in FAST for a in ("--set", item)]
+    return cli.main(["reconstruct", *map(str, args), "--preset", "tiny", "--quiet", *sets])
+
+
+def parse_obj_counts(path):
+    counts = {"v": 0, "vt": 0, "vn": 0, "f": 0}
+    max_index = 0
+    for line in path.read_text().splitlines():
+        key = line.split(" ", 1)[0]
+        if key in counts:
+            counts[key] += 1
+        if key == "f":
+            max_index = max(max_index, *(int(c.split("/")[0]) for c in line.split()[1:]))
+    return counts, max_index
+
+
+def test_reconstruct_writes_every_output_and_skips_finished_images(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    img, w = files["images"][0], files["latents"][0]
+    assert reconstruct(img, "--gan", files["gan"], "--latent", w, "--out", out,
+                       "--gt-depth", files["gt"]) == 0
+    folder = out / "img0"
+    for name in OUTPUT_FILES:
+        assert (folder / name).is_file(), name
+    assert (out / "config.yaml").is_file()
+    assert not (folder / "checkpoint.pt").exists()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert np.isfinite(metrics["SIDE"]) and 0 <= metrics["MAD_deg"] <= 180
+    counts, max_index = parse_obj_counts(folder / "mesh.obj")
+    n_vertices = 64 * 64 + 63 * 63
+    assert counts == {"v": n_vertices, "vt": n_vertices, "vn": n_vertices, "f": 4 * 63 * 63}
+    assert max_index == n_vertices
+    depth = np.load(folder / "depth.npy")
+    assert depth.shape == (64, 64) and np.all((depth >= 0.8) & (depth <= 1.2))
+    with Image.open(folder / "depth.png") as png:
+        assert png.size == (64, 64) and np.asarray(png).dtype == np.uint16
+    with Image.open(folder / "rotation.gif") as gif:
+        assert gif.n_frames > 1 and gif.size == (128, 64)  # mesh | GAN side by side
+
+    stamp = (folder / "mesh.obj").stat().st_mtime_ns
+    capsys.readouterr()
+    assert reconstruct(img, "--gan", files["gan"], "--latent", w, "--out", out) == 0
+    assert "1 of 1 images already finished" in capsys.readouterr().out
+    assert (folder / "mesh.obj").stat().st_mtime_ns == stamp
+
+
+def test_release_layout_resolves_latents_and_depths(files, tmp_path):
+    from gan2shape.recon.command import make_jobs
+
+    root = files["root"]
+    (root / "list.txt").write_text("img1.png 0\nimg0.png\n")
+    parser = cli.build_parser(["reconstruct"])
+    args = parser.parse_args(["reconstruct", "--gan", str(files["gan"]), "--out", "o",
+                              "--image-list", str(root / "list.txt"), "--image-root",
+                              str(root), "--latent-root", str(root)])
+    jobs = make_jobs(args)
+    assert [(j.image, j.latent, j.name) for j in jobs] == [
+        (root / "img1.png", root / "img1.pt", "img1"), (root / "img0.png", root / "img0.pt",
+                                                        "img0")]
+
+
+def one_line_error(capsys, *args):
+    assert reconstruct(*args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gan2shape reconstruct: error:") and "\n" not in err
+    return err
+
+
+def test_bad_inputs_give_one_line_errors(files, tmp_path, capsys):
+    gan, out = files["gan"], tmp_path / "out"
+    img0, img1 = files["images"]
+    w0 = files["latents"][0]
+    err = one_line_error(capsys, img0, img1, "--gan", gan, "--latent", w0, "--out", out)
+    assert "2 images but 1 latent" in err
+
+    wide = tmp_path / "wide.pt"
+    torch.save(torch.zeros(1, STYLE_DIM + 1), wide)
+    assert "expected a W latent" in one_line_error(
+        capsys, img0, "--gan", gan, "--latent", wide, "--out", out)
+
+    nan = tmp_path / "nan.pt"
+    torch.save(torch.full((1, STYLE_DIM), float("nan")), nan)
+    assert "NaN" in one_line_error(capsys, img0, "--gan", gan, "--latent", nan, "--out", out)
+
+    rect = tmp_path / "rect.png"
+    Image.new("RGB", (64, 48)).save(rect)
+    assert "not square" in one_line_error(capsys, rect, "--gan", gan, "--latent", w0,
+                                          "--out", out)
+    grey = tmp_path / "grey.png"
+    Image.new("L", (64, 64)).save(grey)
+    assert "expected an RGB image" in one_line_error(capsys, grey, "--gan", gan, "--latent",
+                                                     w0, "--out", out)
+    assert "not found" in one_line_error(capsys, img0, "--gan", tmp_path / "missing.pt",
+                                         "--latent", w0, "--out", out)
+    assert "not found" in one_line_error(capsys, img0, "--gan", gan, "--latent", w0,
+                                         "--out", out, "--pretrained", tmp_path / "no.pth")
+    assert not any(out.glob("*/metrics.json"))
