@@ -122,12 +122,13 @@ class Context:
     def to_image_space(self, gan_images: torch.Tensor, origin_size: int | None) -> torch.Tensor:
         """GAN output (B, 3, R, R) -> clamped (B, 3, S, S) as the input image was prepared.
 
-        With the release's ``crop``: resize to the image file's side, centre-crop ``crop``
-        pixels, resize to image_size; otherwise resize straight to image_size.
+        With the release's ``crop`` (when smaller than the image file's side): resize to the
+        file's side, centre-crop ``crop`` pixels, resize to image_size; otherwise resize
+        straight to image_size (the input image is prepared the same way).
         """
         x = gan_images.clamp(-1, 1)
         crop = self.cfg.crop
-        if crop is not None and origin_size is not None:
+        if crop is not None and origin_size is not None and crop < origin_size:
             x = resize(x, origin_size)
             margin = (origin_size - crop) // 2
             x = x[..., margin:margin + crop, margin:margin + crop]
