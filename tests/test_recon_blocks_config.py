@@ -112,6 +112,7 @@ fov: 10
     (["min_depth=1.2"], "min_depth < max_depth"),
     (["perceptual=lpips"], "perceptual must be one of"),
     (["perceptual=vgg16"], "needs vgg16_path"),
+    (["perceptual=lpips", "vgg16_path=a.pth"], "needs lpips_path"),
     (["mask=parser"], "mask must be one of"),
     (["rand_light=[1, 2]"], "rand_light"),
     (["lr"], "key=value"),

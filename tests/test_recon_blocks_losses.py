@@ -67,41 +67,87 @@ def test_discriminator_feature_loss_brute_force():
     assert fake.grad is not None
 
 
-def vgg_state(seed=0):
+VGG_WIDTHS = {0: (3, 64), 2: (64, 64), 5: (64, 128), 7: (128, 128), 10: (128, 256),
+              12: (256, 256), 14: (256, 256), 17: (256, 512), 19: (512, 512), 21: (512, 512),
+              24: (512, 512), 26: (512, 512), 28: (512, 512)}
+
+
+def vgg_state(seed=0, last=28):
     g = torch.Generator().manual_seed(seed)
-    widths = {0: (3, 64), 2: (64, 64), 5: (64, 128), 7: (128, 128), 10: (128, 256),
-              12: (256, 256), 14: (256, 256), 17: (256, 512)}
     state = {}
-    for i, (cin, cout) in widths.items():
-        state[f"features.{i}.weight"] = torch.randn(cout, cin, 3, 3, generator=g) * 0.05
+    for i, (cin, cout) in VGG_WIDTHS.items():
+        if i > last:
+            break
+        state[f"features.{i}.weight"] = torch.randn(cout, cin, 3, 3, generator=g) / (3 * cin ** 0.5)
         state[f"features.{i}.bias"] = torch.randn(cout, generator=g) * 0.05
     state["classifier.0.weight"] = torch.zeros(4, 4)
     return state
 
 
-def test_vgg16_relu33_loads_torchvision_keys_and_computes_the_chain(tmp_path):
-    state = vgg_state()
+def vgg_chain(state, x, n=5):
+    """Brute force: torchvision's vgg16 features as explicit convs, returning relu*_* taps."""
+    taps = []
+    for block in ((0, 2), (5, 7), (10, 12, 14), (17, 19, 21), (24, 26, 28))[:n]:
+        for i in block:
+            x = F.relu(F.conv2d(x, state[f"features.{i}.weight"], state[f"features.{i}.bias"],
+                                padding=1))
+        taps.append(x)
+        if len(taps) < n:
+            x = F.max_pool2d(x, 2)
+    return taps
+
+
+def test_vgg16_relu33_loss_loads_torchvision_keys(tmp_path):
+    state = vgg_state(last=17)  # relu3_3 needs convs up to 14; later keys are ignored
     path = tmp_path / "vgg16.pth"
     torch.save(state, path)
-    vgg = losses.load_vgg16_relu33(path)
+    vgg = losses.load_vgg16(path, 3)
     assert not any(p.requires_grad for p in vgg.parameters())
     img = torch.rand(1, 3, 16, 16) * 2 - 1
     x = (img / 2 + 0.5 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
         [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    for i in (0, 2, "pool", 5, 7, "pool", 10, 12, 14):
-        if i == "pool":
-            x = F.max_pool2d(x, 2)
-        else:
-            x = F.relu(F.conv2d(x, state[f"features.{i}.weight"], state[f"features.{i}.bias"],
-                                padding=1))
-    torch.testing.assert_close(vgg(img), x)
+    torch.testing.assert_close(vgg(x)[2], vgg_chain(state, x, 3)[2])
     loss = losses.make_perceptual_loss("vgg16", vgg16_path=path)
     assert loss(img, img).item() == 0.0
-    assert loss(img, -img).item() > 0.0
+    other = torch.rand(1, 3, 16, 16) * 2 - 1
+    want = (vgg_chain(state, x, 3)[2] - vgg_chain(state, (other / 2 + 0.5 - torch.tensor(
+        [0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
+        1, 3, 1, 1), 3)[2]).abs().mean()
+    assert loss(img, other).item() == pytest.approx(want.item(), rel=1e-5)
     del state["features.12.bias"]
     torch.save(state, path)
     with pytest.raises(UserError, match="features.12.bias"):
-        losses.load_vgg16_relu33(path)
+        losses.load_vgg16(path)
+
+
+def test_lpips_against_a_brute_force_computation(tmp_path):
+    state = vgg_state(1)
+    torch.save(state, tmp_path / "vgg16.pth")
+    g = torch.Generator().manual_seed(2)
+    lin = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=g)
+           for i, c in enumerate((64, 128, 256, 512, 512))}
+    torch.save(lin, tmp_path / "lpips_vgg.pth")
+    loss = losses.make_perceptual_loss("lpips", tmp_path / "vgg16.pth",
+                                       lpips_path=tmp_path / "lpips_vgg.pth")
+    a = torch.rand(2, 3, 16, 16) * 2 - 1
+    b = torch.rand(2, 3, 16, 16) * 2 - 1
+    shift = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
+    scale = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
+    fa, fb = vgg_chain(state, (a - shift) / scale), vgg_chain(state, (b - shift) / scale)
+    want = 0.0
+    for i, (x, y) in enumerate(zip(fa, fb, strict=True)):
+        w = lin[f"lin{i}.model.1.weight"].flatten()
+        for n in range(2):
+            xn = x[n] / (x[n].pow(2).sum(0).sqrt() + 1e-10)
+            yn = y[n] / (y[n].pow(2).sum(0).sqrt() + 1e-10)
+            want += float((w.view(-1, 1, 1) * (xn - yn) ** 2).sum(0).mean()) / 2
+    assert loss(a, b).item() == pytest.approx(want, rel=1e-4)
+    assert loss(a, a).item() == pytest.approx(0.0, abs=1e-9)
+    torch.save({"lin0.model.1.weight": torch.ones(1, 64, 1, 1)}, tmp_path / "bad.pth")
+    with pytest.raises(UserError, match="lin1"):
+        losses.load_lpips_weights(tmp_path / "bad.pth")
+    with pytest.raises(UserError, match="lpips_path"):
+        losses.make_perceptual_loss("lpips", tmp_path / "vgg16.pth")
 
 
 def test_perceptual_choices():

@@ -27,7 +27,7 @@ PRESET_DIR = Path(__file__).parent / "presets"
 STEP_NAMES = ("step1", "step2", "step3")
 CATEGORIES = ("face", "synface", "cat", "car", "church", "horse", "object")
 MASK_METHODS = ("box", "foreground", "file", "segmenter")
-PERCEPTUAL_CHOICES = ("vgg16", "discriminator", "none")
+PERCEPTUAL_CHOICES = ("lpips", "vgg16", "discriminator", "none")
 CONVENTIONS = ("clean", "release")
 
 # Keys of the release's YAML files that drove its trainer, logging or multi-GPU set-up;
@@ -86,8 +86,11 @@ class ReconConfig:
     lam_perc: float = 0.5
     lam_smooth: float = 0.01
     lam_regular: float = 0.01
+    # lpips (the release's; needs vgg16_path + lpips_path), vgg16 (relu3_3 L1; needs
+    # vgg16_path), discriminator (the GAN's own features, always available), none
     perceptual: str = "discriminator"
-    vgg16_path: str | None = None
+    vgg16_path: str | None = None  # torchvision vgg16 state dict
+    lpips_path: str | None = None  # LPIPS v0.1 linear heads for VGG16 (lin0..lin4)
     # geometry
     min_depth: float = 0.9
     max_depth: float = 1.1
@@ -188,8 +191,10 @@ class ReconConfig:
              "prior_far - prior_near must be below the ellipsoid radius 0.4")
         need(self.perceptual in PERCEPTUAL_CHOICES,
              f"perceptual must be one of {', '.join(PERCEPTUAL_CHOICES)}")
-        need(self.perceptual != "vgg16" or self.vgg16_path is not None,
-             "perceptual 'vgg16' needs vgg16_path (a torchvision vgg16 state dict)")
+        need(self.perceptual not in ("vgg16", "lpips") or self.vgg16_path is not None,
+             f"perceptual {self.perceptual!r} needs vgg16_path (a torchvision vgg16 state dict)")
+        need(self.perceptual != "lpips" or self.lpips_path is not None,
+             "perceptual 'lpips' needs lpips_path (the LPIPS VGG16 linear weights)")
         need(self.mask in MASK_METHODS, f"mask must be one of {', '.join(MASK_METHODS)}")
         need(self.conventions in CONVENTIONS, f"conventions must be one of {CONVENTIONS}")
         need(self.nf is None or self.nf >= 8, "nf must be >= 8")

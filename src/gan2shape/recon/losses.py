@@ -4,8 +4,8 @@ photometric_loss         masked mean |recon - target| (L1)
 smoothness_loss          mean |second-order differences| (dxx, dxy, dyx, dyy)
 latent_regularisation    mean squared latent offset
 discriminator_feature_loss  L1 between the GAN discriminator's first blocks' outputs
-perceptual losses        pluggable (``make_perceptual_loss``): VGG16 relu3_3 L1 from a
-                         user's weight file (the release's choice, LPIPS-VGG16 there),
+perceptual losses        pluggable (``make_perceptual_loss``): LPIPS-VGG16 (the release's
+                         choice) or VGG16 relu3_3 L1 from the user's weight files,
                          discriminator features (always available), or none.
 """
 
@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import UserError
 from ..fileio import load_torch
 
-PERCEPTUAL_CHOICES = ("vgg16", "discriminator", "none")
+PERCEPTUAL_CHOICES = ("lpips", "vgg16", "discriminator", "none")
 
 # Perceptual loss: (recon (B, 3, H, W), target (B, 3, H, W), mask (B, 1, H, W) | None) -> ().
 PerceptualLoss = Callable[..., torch.Tensor]
@@ -89,25 +89,32 @@ def discriminator_feature_loss(discriminator: nn.Module, fake: torch.Tensor,
                                                               strict=True))
 
 
-# VGG16 ``features`` up to relu3_3: conv indices of torchvision's layout and their widths.
+# torchvision's vgg16 ``features``: conv indices and widths, max-pool indices, and the
+# ReLU outputs relu1_2, relu2_2, relu3_3, relu4_3, relu5_3.
 _VGG16_CONVS = {0: (3, 64), 2: (64, 64), 5: (64, 128), 7: (128, 128), 10: (128, 256),
-                12: (256, 256), 14: (256, 256)}
-_VGG16_POOLS = (4, 9)
+                12: (256, 256), 14: (256, 256), 17: (256, 512), 19: (512, 512),
+                21: (512, 512), 24: (512, 512), 26: (512, 512), 28: (512, 512)}
+_VGG16_POOLS = (4, 9, 16, 23)
+_VGG16_TAPS = (3, 8, 15, 22, 29)
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
+# LPIPS v0.1 input scaling of images in [-1, 1]
+_LPIPS_SHIFT = (-0.030, -0.088, -0.188)
+_LPIPS_SCALE = (0.458, 0.448, 0.450)
 
 
-class VGG16Relu33(nn.Module):
-    """VGG16 features up to relu3_3 (torchvision's ``features.0`` .. ``features.15``).
+class VGG16Features(nn.Module):
+    """torchvision's VGG16 ``features`` up to the ``n_taps``-th of relu1_2, relu2_2, relu3_3,
+    relu4_3, relu5_3 (same module indices, so its state dict keys are ``features.N.*``).
 
-    ``forward(image (B, 3, H, W) in [-1, 1]) -> (B, 256, H/4, W/4)``; the input is mapped
-    to [0, 1] and normalised with the ImageNet statistics as the release does.
+    ``forward(x (B, 3, H, W), already normalised) -> [tap outputs]``.
     """
 
-    def __init__(self):
+    def __init__(self, n_taps: int = 3):
         super().__init__()
+        self.taps = _VGG16_TAPS[:n_taps]
         layers: list[nn.Module] = []
-        for idx in range(16):
+        for idx in range(self.taps[-1] + 1):
             if idx in _VGG16_CONVS:
                 cin, cout = _VGG16_CONVS[idx]
                 layers.append(nn.Conv2d(cin, cout, kernel_size=3, padding=1))
@@ -116,30 +123,38 @@ class VGG16Relu33(nn.Module):
             else:
                 layers.append(nn.ReLU(inplace=True))
         self.features = nn.Sequential(*layers)
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1))
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.features(((image / 2 + 0.5) - self.mean) / self.std)
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for idx, layer in enumerate(self.features):
+            x = layer(x)
+            if idx in self.taps:
+                out.append(x)
+        return out
 
 
-def load_vgg16_relu33(path: str | os.PathLike) -> VGG16Relu33:
-    """VGG16 relu3_3 extractor from a torchvision-format ``vgg16`` state dict file.
-
-    Accepts the full state dict (``features.N.weight`` / ``.bias``, classifier keys are
-    ignored) or one whose keys lack the ``features.`` prefix. Never downloads. The
-    parameters are frozen.
-    """
-    state = load_torch(path, "VGG16 weights")
+def _state_dict_from(path: str | os.PathLike, what: str) -> dict:
+    state = load_torch(path, what)
     if isinstance(state, nn.Module):
         state = state.state_dict()
     if not isinstance(state, dict):
-        raise UserError(f"VGG16 weights {path} is not a state dict")
+        raise UserError(f"{what} {path} is not a state dict")
+    return state
+
+
+def load_vgg16(path: str | os.PathLike, n_taps: int = 3) -> VGG16Features:
+    """VGG16 features from a torchvision-format ``vgg16`` state dict file, frozen.
+
+    Accepts the full state dict (``features.N.weight`` / ``.bias``; classifier keys are
+    ignored) or one whose keys lack the ``features.`` prefix. Never downloads.
+    """
+    state = _state_dict_from(path, "VGG16 weights")
     state = {k[len("features."):] if k.startswith("features.") else k: v
              for k, v in state.items()}
-    net = VGG16Relu33()
-    wanted = {f"{i}.{p}" for i in _VGG16_CONVS for p in ("weight", "bias")}
-    missing = sorted(wanted - state.keys())
+    net = VGG16Features(n_taps)
+    wanted = {f"{i}.{p}" for i in _VGG16_CONVS if i < len(net.features)
+              for p in ("weight", "bias")}
+    missing = sorted(wanted - state.keys(), key=lambda k: int(k.split(".")[0]))
     if missing:
         names = ", ".join("features." + k for k in missing[:3])
         raise UserError(f"VGG16 weights {path} lack {names} (expected torchvision's vgg16 "
@@ -148,17 +163,71 @@ def load_vgg16_relu33(path: str | os.PathLike) -> VGG16Relu33:
         net.features.load_state_dict({k: state[k] for k in wanted}, strict=True)
     except RuntimeError as exc:
         raise UserError(f"VGG16 weights {path} have wrong shapes for vgg16") from exc
-    net.requires_grad_(False)
-    return net.eval()
+    return net.requires_grad_(False).eval()
 
 
-def vgg16_perceptual_loss(vgg: VGG16Relu33) -> PerceptualLoss:
-    """L1 between VGG16 relu3_3 features, masked by the average-pooled mask when given."""
+def load_lpips_weights(path: str | os.PathLike) -> list[torch.Tensor]:
+    """The five LPIPS v0.1 linear layers (1, C, 1, 1) for VGG16 from the LPIPS weight file
+    (keys ``lin0.model.1.weight`` .. ``lin4.model.1.weight``, optionally prefixed)."""
+    state = _state_dict_from(path, "LPIPS weights")
+    weights = []
+    for i, (_, width) in enumerate(_VGG16_CONVS[t - 1] for t in _VGG16_TAPS):
+        keys = [k for k in state if k.endswith(f"lin{i}.model.1.weight")]
+        if len(keys) != 1:
+            raise UserError(f"LPIPS weights {path} lack lin{i}.model.1.weight")
+        w = torch.as_tensor(state[keys[0]]).float()
+        if w.shape != (1, width, 1, 1):
+            raise UserError(f"LPIPS weights {path}: lin{i} has shape {tuple(w.shape)}, "
+                            f"expected (1, {width}, 1, 1) for VGG16")
+        weights.append(w)
+    return weights
+
+
+def vgg16_perceptual_loss(vgg: VGG16Features) -> PerceptualLoss:
+    """L1 between VGG16 relu3_3 features of ImageNet-normalised images (Unsup3d's loss),
+    masked by the average-pooled mask when given. ``vgg`` needs 3 taps or more."""
+    mean = torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1)
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        return vgg((x / 2 + 0.5 - mean.to(x)) / std.to(x))[2]
+
     def loss(recon: torch.Tensor, target: torch.Tensor,
              mask: torch.Tensor | None = None) -> torch.Tensor:
         with torch.no_grad():
-            target_features = vgg(target)
-        return _masked_feature_l1(vgg(recon), target_features, mask)
+            target_features = features(target)
+        return _masked_feature_l1(features(recon), target_features, mask)
+    return loss
+
+
+def lpips_perceptual_loss(vgg: VGG16Features, lin: list[torch.Tensor]) -> PerceptualLoss:
+    """LPIPS v0.1 (VGG16, linear heads): the release's perceptual loss, batch mean.
+
+    Per layer: unit-normalise features over channels (norm + 1e-10), squared difference,
+    weighted sum over channels by the linear head, spatial mean (mask-weighted when a mask
+    is given); summed over the five layers. ``vgg`` needs all 5 taps.
+    """
+    shift = torch.tensor(_LPIPS_SHIFT).view(1, 3, 1, 1)
+    scale = torch.tensor(_LPIPS_SCALE).view(1, 3, 1, 1)
+
+    def features(x: torch.Tensor) -> list[torch.Tensor]:
+        feats = vgg((x - shift.to(x)) / scale.to(x))
+        return [f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10) for f in feats]
+
+    def loss(recon: torch.Tensor, target: torch.Tensor,
+             mask: torch.Tensor | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            target_features = features(target)
+        total = recon.new_zeros(())
+        for f, t, w in zip(features(recon), target_features, lin, strict=True):
+            d = F.conv2d((f - t) ** 2, w.to(f))  # (B, 1, h, w)
+            if mask is None:
+                total = total + d.mean()
+            else:
+                kh, kw = mask.shape[-2] // d.shape[-2], mask.shape[-1] // d.shape[-1]
+                m = F.avg_pool2d(mask, kernel_size=(kh, kw), stride=(kh, kw))
+                total = total + (d * m).sum() / m.sum()
+        return total
     return loss
 
 
@@ -178,13 +247,24 @@ def no_perceptual_loss(recon: torch.Tensor, target: torch.Tensor,
 
 def make_perceptual_loss(kind: str, vgg16_path: str | os.PathLike | None = None,
                          discriminator: nn.Module | None = None,
-                         device: torch.device | str = "cpu") -> PerceptualLoss:
-    """The perceptual loss chosen by ``kind`` (one of PERCEPTUAL_CHOICES)."""
-    if kind == "vgg16":
+                         device: torch.device | str = "cpu",
+                         lpips_path: str | os.PathLike | None = None) -> PerceptualLoss:
+    """The perceptual loss chosen by ``kind`` (one of PERCEPTUAL_CHOICES).
+
+    lpips: the release's LPIPS-VGG16 (needs ``vgg16_path`` and ``lpips_path``);
+    vgg16: relu3_3 L1 (needs ``vgg16_path``); discriminator: the GAN discriminator's first
+    4 blocks; none: zero.
+    """
+    if kind in ("lpips", "vgg16"):
         if vgg16_path is None:
-            raise UserError("perceptual loss 'vgg16' needs a VGG16 weight file (vgg16_path); "
+            raise UserError(f"perceptual loss {kind!r} needs a VGG16 weight file (vgg16_path); "
                             "use 'discriminator' or 'none' without one")
-        return vgg16_perceptual_loss(load_vgg16_relu33(vgg16_path).to(device))
+        if kind == "vgg16":
+            return vgg16_perceptual_loss(load_vgg16(vgg16_path, 3).to(device))
+        if lpips_path is None:
+            raise UserError("perceptual loss 'lpips' needs the LPIPS weight file (lpips_path)")
+        lin = [w.to(device) for w in load_lpips_weights(lpips_path)]
+        return lpips_perceptual_loss(load_vgg16(vgg16_path, 5).to(device), lin)
     if kind == "discriminator":
         if discriminator is None:
             raise UserError("perceptual loss 'discriminator' needs the GAN's discriminator")
