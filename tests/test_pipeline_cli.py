@@ -1,4 +1,5 @@
-"""`gan2shape reconstruct` end to end on a tiny random StyleGAN2: outputs, resume, errors."""
+"""`gan2shape reconstruct` and `pretrain` end to end on a tiny random StyleGAN2: outputs,
+resume, errors."""
 
 import json
 
@@ -10,7 +11,7 @@ from PIL import Image
 from gan2shape import cli
 from gan2shape.eval import gt_depth_to_png
 from gan2shape.gan import Discriminator, Generator, save_latent, save_stylegan2
-from gan2shape.recon import OUTPUT_FILES
+from gan2shape.recon import OUTPUT_FILES, build_networks, load_networks
 
 STYLE_DIM = 32
 CHANNELS = {4: 16, 8: 16, 16: 16, 32: 8}
@@ -148,3 +149,32 @@ def test_bad_inputs_give_one_line_errors(files, tmp_path, capsys):
     assert "not found" in one_line_error(capsys, img0, "--gan", gan, "--latent", w0,
                                          "--out", out, "--pretrained", tmp_path / "no.pth")
     assert not any(out.glob("*/metrics.json"))
+
+
+def test_pretrain_writes_release_weights_that_load_strictly(files, tmp_path, capsys):
+    out = tmp_path / "pre"
+    sets = [a for item in [*FAST, "collect_iters=2"] for a in ("--set", item)]
+    args = ["pretrain", *map(str, files["images"]), "--latent", *map(str, files["latents"]),
+            "--gan", str(files["gan"]), "--preset", "tiny", "--out", str(out), "--quiet"]
+    assert cli.main([*args, *sets]) == 0
+    weights = torch.load(out / "gan2shape_pretrain.pth", map_location="cpu")
+    assert set(weights) == {"netD", "netA", "netV", "netL", "netEnc"}
+    nets = build_networks(64, STYLE_DIM, nf=16, enc_nf=8)
+    load_networks(nets, weights)  # strict: every key and shape of the release layout
+    assert not (out / "checkpoint.pt").exists()
+
+    # too few collection iterations for the images: a one-line error
+    few = [a for item in [*FAST, "collect_iters=1"] for a in ("--set", item)]
+    capsys.readouterr()
+    assert cli.main([*args[:-3], "--out", str(tmp_path / "other"), "--quiet", *few]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "collect_iters" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_cycle_visits_every_index_once_per_pass(n):
+    from gan2shape.recon.pretrain import Cycle
+
+    cycle = Cycle(n)
+    for _ in range(3):
+        assert sorted(cycle.next() for _ in range(n)) == list(range(n))

@@ -36,7 +36,8 @@ class Job:
     gt_depth: Path | None = None
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """Images, latents, GAN, settings, masks and device: shared with ``gan2shape pretrain``."""
     parser.add_argument("images", nargs="*", type=Path, metavar="IMG",
                         help="square RGB images (GAN samples or inverted photos)")
     parser.add_argument("--gan", required=True, type=Path, metavar="CKPT",
@@ -62,7 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML file of settings on top of the preset")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override one setting (repeatable)")
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR")
     parser.add_argument("--pretrained", type=Path, metavar="PTH",
                         help="GAN2Shape weights (netD, netA, netV, netL, netEnc) to start from")
     parser.add_argument("--mask", nargs="+", type=Path, default=[], metavar="PNG",
@@ -76,6 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
                         help="where to run (default: the config's 'device', auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_input_arguments(parser)
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="results folder: <DIR>/<image stem>/ per image, config.yaml")
 
 
 def _per_image(paths: list[Path], n: int, what: str) -> list[Path | None]:
@@ -203,11 +209,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def run(args) -> int:
-    from ..eval import gt_depth_from_png
+def prepare(args):
+    """Config, jobs, device, GAN and latents from the arguments; every input is checked
+    here, before any long work starts."""
     from ..gan import load_stylegan2
     from ..gan.latents import load_latent
-    from .reconstructor import Reconstructor, is_finished
 
     overrides = list(args.overrides)
     if args.view_prior is not None:
@@ -220,10 +226,29 @@ def run(args) -> int:
     gan = load_stylegan2(args.gan, device=device)
     style_dim = gan.generator.style_dim
     latents = [load_latent(j.latent, style_dim) if j.latent is not None else None
-               for j in jobs]  # all checked before any long work starts
+               for j in jobs]
     if args.pretrained is not None and not args.pretrained.is_file():
         raise UserError(f"GAN2Shape weights not found: {args.pretrained}")
+    return cfg, jobs, device, gan, latents
 
+
+def load_inputs(job: Job, latent: torch.Tensor | None, gan, device, cfg):
+    """(image, latent, mask, gt_depth) of one job, the latent by inversion when missing."""
+    from ..eval import gt_depth_from_png
+
+    image = load_rgb(job.image)
+    if latent is None:
+        latent = latent_by_inversion(job.image, gan, device)
+    mask = load_mask_file(job.mask) if job.mask is not None else None
+    gt = gt_depth_from_png(job.gt_depth, min_depth=cfg.min_depth,
+                           max_depth=cfg.max_depth) if job.gt_depth is not None else None
+    return image, latent, mask, gt
+
+
+def run(args) -> int:
+    from .reconstructor import Reconstructor, is_finished
+
+    cfg, jobs, device, gan, latents = prepare(args)
     args.out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, args.out / "config.yaml")
     todo = [(j, w) for j, w in zip(jobs, latents, strict=True)
@@ -237,12 +262,7 @@ def run(args) -> int:
     rec = Reconstructor(gan, cfg, pretrained=args.pretrained, device=device,
                         progress=not args.quiet)
     for job, latent in tqdm(todo, desc="images", unit="image", disable=args.quiet):
-        image = load_rgb(job.image)
-        if latent is None:
-            latent = latent_by_inversion(job.image, gan, device)
-        mask = load_mask_file(job.mask) if job.mask is not None else None
-        gt = gt_depth_from_png(job.gt_depth, min_depth=cfg.min_depth,
-                               max_depth=cfg.max_depth) if job.gt_depth is not None else None
+        image, latent, mask, gt = load_inputs(job, latent, gan, device, cfg)
         out_dir = args.out / job.name
         checkpoint = out_dir / CHECKPOINT_NAME
         result = rec.fit(image, latent, mask=mask, gt_depth=gt, name=job.name,
