@@ -172,10 +172,8 @@ class Reconstructor:
 
         prior = priors.ViewLightPrior.load(cfg.view_mvn_path, cfg.light_mvn_path,
                                            cfg.view_scale)
-        perceptual = losses.make_perceptual_loss(cfg.perceptual, cfg.vgg16_path,
-                                                 discriminator, self.device)
-        if cfg.perceptual == "none":
-            perceptual = None
+        perceptual = None if cfg.perceptual == "none" else losses.make_perceptual_loss(
+            cfg.perceptual, cfg.vgg16_path, discriminator, self.device, cfg.lpips_path)
         self.ctx = steps.Context(nets, generator, discriminator, cfg, prior, perceptual)
 
     @property
