@@ -50,7 +50,7 @@ def warp_canon_depth(depth: torch.Tensor, view: torch.Tensor, fov_deg: float = 1
     vertices = warp_points(depth_to_points(depth, fov_deg).reshape(b, h * w, 3), view,
                            rot_center_depth)
     faces = grid_faces(h, w, device=depth.device)
-    view_depth, _ = rasterize_depth(vertices, faces, h, w, fov_deg, supersample, offset,
+    view_depth = rasterize_depth(vertices, faces, h, w, fov_deg, supersample, offset,
                                     BACKGROUND_DEPTH)
     if supersample > 1:
         view_depth = F.avg_pool2d(view_depth.unsqueeze(1), supersample).squeeze(1)
