@@ -11,6 +11,11 @@ categories); their weights are downloads, so we offer, without any weights:
   colours;
 - any ``Segmenter`` callable the user supplies (e.g. a parser whose weights they have).
 A mask is (B, 1, S, S) in [0, 1]; >= 0.7 counts as object for the shape prior.
+Measured on 16 procedural heads (``gan2shape make-data -n 16 --size 64``; object = ground
+truth depth below the background), intersection over union with the true object: box
+0.77 (min 0.72), foreground 0.93 (min 0.90). The mask decides where the ellipsoid prior
+sits (a box that is too large gives a too-wide initial shape) and, with ``use_mask``, which
+pixels the pseudo samples keep.
 
 Shape prior: an ellipsoid on the mask's bounding box (METHOD.md section 8) and the routine
 that fits the depth network to it. View and light: multivariate normals loaded from the
