@@ -222,11 +222,20 @@ def test_make_data_files_round_trip_and_resume(tmp_path, capsys):
     assert "another seed" in capsys.readouterr().err
 
 
+def test_make_data_split_name_prefixes_the_stems(tmp_path):
+    out = tmp_path / "split"
+    assert cli.main(["make-data", "--out", str(out), "-n", "1", "--seed", "1", "--size", "16",
+                     "--split-name", "test"]) == 0
+    assert (out / "list.txt").read_text() == "images/test_000000.png\n"
+    assert (out / "meta" / "test_000000.json").is_file()
+
+
 @pytest.mark.parametrize("args, message", [
     (["-n", "0"], "-n must be at least 1"),
     (["-n", "2", "--size", "8"], "--size must be between"),
     (["-n", "2", "--seed", "-1"], "--seed must be non-negative"),
     (["-n", "2", "--split-name", "a/b"], "--split-name may hold only"),
+    (["-n", "2", "--out", "/proc/gan2shape-no"], "cannot create --out"),
 ])
 def test_make_data_bad_arguments_are_one_line_errors(tmp_path, capsys, args, message):
     assert cli.main(["make-data", "--out", str(tmp_path / "d"), *args]) == 2

@@ -153,7 +153,11 @@ def write_batch(out: Path, seed: int, indices: list[int], size: int, split_name:
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UserError(f"cannot create --out {out} ({reason})") from exc
     _check_recipe(out, recipe(args.seed, args.size, args.split_name))
     save_torch(scenes.view_prior(), out / "view_prior.pt")
     save_torch(scenes.light_prior(), out / "light_prior.pt")
