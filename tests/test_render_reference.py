@@ -61,8 +61,9 @@ def ref_mesh(depth: np.ndarray, view: np.ndarray, rot_center_depth: float = 1.0)
     return np.array(tris)
 
 
-def ray_depth(tris: np.ndarray, ray: np.ndarray) -> float:
-    """Nearest hit (z, since ray z = 1) of a ray from the origin with two-sided triangles."""
+def ray_hit_depths(tris: np.ndarray, ray: np.ndarray) -> np.ndarray:
+    """Depths (z, since ray z = 1) of all hits of a ray from the origin with two-sided
+    triangles (T, 3, 3)."""
     v0, v1, v2 = tris[:, 0], tris[:, 1], tris[:, 2]
     e1, e2 = v1 - v0, v2 - v0
     p = np.cross(ray, e2)
@@ -76,7 +77,13 @@ def ray_depth(tris: np.ndarray, ray: np.ndarray) -> float:
     t = (q * e2).sum(-1) * inv
     tol = 1e-9
     hit = ok & (u >= -tol) & (v >= -tol) & (u + v <= 1 + tol) & (t > 0.1)
-    return float(t[hit].min()) if hit.any() else math.inf
+    return t[hit]
+
+
+def ray_depth(tris: np.ndarray, ray: np.ndarray) -> float:
+    """Nearest hit of a ray with the triangles (inf when none)."""
+    hits = ray_hit_depths(tris, ray)
+    return float(hits.min()) if hits.size else math.inf
 
 
 def reference_render(depth: np.ndarray, view: np.ndarray, conventions: str) -> np.ndarray:
@@ -152,3 +159,26 @@ def test_steep_cliff_at_60_degrees(conventions):
     assert coverage > 0.3
     assert err < 1e-4
     assert disagree <= 0.005
+
+
+@pytest.mark.parametrize("conventions", ["clean", "release"])
+def test_ridge_occludes_what_is_behind_it(conventions):
+    """A tall ridge on a far plane, seen from the side: where a pixel's ray crosses both the
+    ridge and the plane behind it, the nearest hit (the ridge) must win."""
+    size = 16
+    col = np.arange(size)
+    profile = 1.1 - 0.2 * np.clip(1 - np.abs(col - 7.5) / 2.5, 0, None)
+    depth = np.tile(profile, (size, 1))
+    view = np.array([0.0, math.radians(40), 0.0, 0.0, 0.0, 0.0])
+    err, disagree, coverage = compare([depth], [view], conventions)
+    assert err < 1e-4 and disagree <= 0.005 and coverage > 0.3
+    # the test is about occlusion: many pixels see through the ridge to a farther surface
+    tris = ref_mesh(depth, view)
+    f = (size - 1) / 2 / math.tan(math.radians(FOV_DEG) / 2)
+    c = (size - 1) / 2
+    occluding = 0
+    for r in range(0, size, 3):
+        for col_ in range(size):
+            hits = ray_hit_depths(tris, np.array([(col_ - c) / f, (r - c) / f, 1.0]))
+            occluding += int(len(hits) > 0 and hits.max() - hits.min() > 0.05)
+    assert occluding >= 6
