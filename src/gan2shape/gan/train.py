@@ -1,0 +1,503 @@
+"""``gan2shape train-gan``: train a small StyleGAN2 on a folder of images.
+
+StyleGAN2's recipe (Karras et al. 2020) at small scale: non-saturating logistic loss, lazy R1
+on the discriminator, optional lazy path-length regularisation and style mixing, an
+exponential moving average of the generator (the network that is sampled and shipped), and
+optional differentiable flip/translate augmentation of the discriminator's inputs. Adam's
+learning rate and betas are corrected for the lazy regularisation interval as in the paper.
+
+The output folder holds ``checkpoint.pt`` (rosinality format: 'g', 'd', 'g_ema', plus the
+optimiser states, the iteration, the options and the RNG state, so ``--resume`` continues
+bit for bit), ``samples/<iteration>.png`` (fixed latents), ``losses.jsonl`` and
+``options.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..fileio import load_torch, save_image, save_json
+from . import Discriminator, Generator, save_stylegan2
+from .images import load_image_folder, random_flip_translate, tensor_to_uint8
+from .losses import d_logistic_loss, g_nonsaturating_loss, path_length_penalty, r1_penalty
+
+CHECKPOINT = "checkpoint.pt"
+
+# Widths measured to give the best samples per CPU-minute for the 64 px embedded model
+# (see the model card): wide where the image is small, narrow where it is large.
+DEFAULT_CHANNELS_64 = {4: 256, 8: 256, 16: 128, 32: 64, 64: 32}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved in the checkpoint as 'args')."""
+
+    size: int = 64
+    channels: dict[int, int] = field(default_factory=lambda: dict(DEFAULT_CHANNELS_64))
+    style_dim: int = 512
+    n_mlp: int = 8
+    batch: int = 16
+    iters: int = 10000
+    lr: float = 0.002
+    r1: float = 10.0
+    r1_every: int = 16
+    pl_weight: float = 0.0
+    pl_every: int = 4
+    pl_batch_shrink: int = 2
+    mixing: float = 0.9
+    aug: bool = False
+    aug_shift: float = 0.125
+    ema_kimg: float = 10.0
+    ema_rampup: float = 0.05
+    seed: int = 0
+    bf16: bool = False
+    device: str = "cpu"
+    ckpt_every: int = 1000
+    ckpt_minutes: float = 5.0
+    sample_every: int = 500
+    log_every: int = 10
+    n_samples: int = 64
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = {int(k): int(v) for k, v in self.channels.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known["channels"] = {int(k): int(v) for k, v in known.get("channels", {}).items()}
+        return cls(**known)
+
+
+def parse_channels(text: str, size: int) -> dict[int, int]:
+    """'256x256x128x64x32' (widths from 4 px up to ``size``) -> {4: 256, ..., 64: 32}."""
+    resolutions = [2**i for i in range(2, int(math.log2(size)) + 1)]
+    try:
+        widths = [int(v) for v in text.replace(",", "x").split("x")]
+    except ValueError as exc:
+        raise UserError(f"--channels {text!r}: expected widths like 256x128x64") from exc
+    if len(widths) != len(resolutions) or min(widths) < 1:
+        raise UserError(
+            f"--channels {text!r}: need {len(resolutions)} positive widths, one per resolution "
+            f"{'/'.join(map(str, resolutions))} px"
+        )
+    return dict(zip(resolutions, widths, strict=True))
+
+
+def build_networks(cfg: TrainConfig) -> tuple[Generator, Discriminator]:
+    g = Generator(cfg.size, style_dim=cfg.style_dim, n_mlp=cfg.n_mlp, channels=cfg.channels)
+    d = Discriminator(cfg.size, channels=cfg.channels)
+    return g.to(cfg.device), d.to(cfg.device)
+
+
+def build_optimisers(
+    cfg: TrainConfig, g: Generator, d: Discriminator
+) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """Adam(lr, betas (0, 0.99)) with StyleGAN2's lazy-regularisation corrections."""
+    g_ratio = cfg.pl_every / (cfg.pl_every + 1) if cfg.pl_weight > 0 else 1.0
+    d_ratio = cfg.r1_every / (cfg.r1_every + 1)
+    g_optim = torch.optim.Adam(
+        g.parameters(), lr=cfg.lr * g_ratio, betas=(0.0, 0.99**g_ratio)
+    )
+    d_optim = torch.optim.Adam(
+        d.parameters(), lr=cfg.lr * d_ratio, betas=(0.0, 0.99**d_ratio)
+    )
+    return g_optim, d_optim
+
+
+@torch.no_grad()
+def accumulate(ema: torch.nn.Module, model: torch.nn.Module, beta: float) -> None:
+    """ema = beta * ema + (1 - beta) * model for parameters; buffers are copied."""
+    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+        p_ema.lerp_(p, 1.0 - beta)
+    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+def ema_beta(cfg: TrainConfig, images_seen: int) -> float:
+    """Per-iteration EMA decay for a half-life of ``ema_kimg`` thousand images.
+
+    rosinality's 0.5 ** (32 / (10 * 1000)) for batch 32; the half-life ramps up as 5 % of the
+    images seen (StyleGAN2-ADA) so that early samples are not a blur of the random start.
+    """
+    half_life = cfg.ema_kimg * 1000
+    if cfg.ema_rampup > 0:
+        half_life = min(half_life, images_seen * cfg.ema_rampup)
+    return 0.5 ** (cfg.batch / max(half_life, 1e-8))
+
+
+def set_requires_grad(model: torch.nn.Module, flag: bool) -> None:
+    for p in model.parameters():
+        p.requires_grad_(flag)
+
+
+def mixed_latents(g: Generator, batch: int, mixing: float, device: str) -> torch.Tensor:
+    """Per-layer latents (B, n_latent, style_dim); with probability ``mixing`` two z's mix.
+
+    Each mixed sample takes the first z's w for layers below a random crossover and the
+    second's from there on (style-mixing regularisation).
+    """
+    z = torch.randn(2, batch, g.style_dim, device=device)
+    w = g.mapping(z.flatten(0, 1)).view(2, batch, 1, -1)
+    cut = torch.randint(1, g.n_latent, (batch, 1, 1), device=device)
+    mix = torch.rand(batch, 1, 1, device=device) < mixing
+    cut = torch.where(mix, cut, torch.full_like(cut, g.n_latent))
+    layer = torch.arange(g.n_latent, device=device).view(1, -1, 1)
+    return torch.where(layer < cut, w[0], w[1])
+
+
+class Trainer:
+    """The training state (networks, optimisers, counters) and one-iteration updates."""
+
+    def __init__(self, cfg: TrainConfig, images: torch.Tensor):
+        """images: (N, 3, size, size) uint8, the whole training set in memory."""
+        self.cfg = cfg
+        self.images = images
+        torch.manual_seed(cfg.seed)
+        self.g, self.d = build_networks(cfg)
+        self.g_ema = copy.deepcopy(self.g).eval()
+        set_requires_grad(self.g_ema, False)
+        self.g_optim, self.d_optim = build_optimisers(cfg, self.g, self.d)
+        self.iteration = 0
+        self.mean_path_length = torch.zeros((), device=cfg.device)
+        fixed = torch.Generator().manual_seed(cfg.seed + 1)
+        self.sample_z = torch.randn(cfg.n_samples, cfg.style_dim, generator=fixed)
+
+    # -- one iteration ---------------------------------------------------------------------
+
+    def autocast(self):
+        return torch.autocast(
+            device_type=torch.device(self.cfg.device).type, dtype=torch.bfloat16,
+            enabled=self.cfg.bf16,
+        )
+
+    def real_batch(self) -> torch.Tensor:
+        index = torch.randint(0, self.images.shape[0], (self.cfg.batch,))
+        batch = self.images[index].to(self.cfg.device, non_blocking=True)
+        return batch.float() / 127.5 - 1.0
+
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.cfg.aug:
+            return images
+        return random_flip_translate(images, self.cfg.aug_shift)
+
+    def generate(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        latents = mixed_latents(self.g, batch, self.cfg.mixing, self.cfg.device)
+        return self.g.synthesis(latents, noise="random"), latents
+
+    def step(self) -> dict[str, float]:
+        """One StyleGAN2 iteration: D step (+ lazy R1), G step (+ lazy path length), EMA."""
+        cfg, g, d = self.cfg, self.g, self.d
+        i = self.iteration
+        stats: dict[str, float] = {}
+        real = self.real_batch()
+
+        # Discriminator.
+        set_requires_grad(g, False)
+        set_requires_grad(d, True)
+        with self.autocast():
+            with torch.no_grad():
+                fake, _ = self.generate(cfg.batch)
+            fake_logits = d(self.augment(fake.detach()))
+            real_logits = d(self.augment(real))
+        d_loss = d_logistic_loss(real_logits, fake_logits)
+        self.d_optim.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_optim.step()
+        stats.update(
+            d_loss=d_loss.item(),
+            real_score=real_logits.float().mean().item(),
+            fake_score=fake_logits.float().mean().item(),
+        )
+        if cfg.r1 > 0 and i % cfg.r1_every == 0:
+            real_req = real.detach().requires_grad_(True)
+            with self.autocast():
+                logits = d(self.augment(real_req))
+            r1 = r1_penalty(logits, real_req)
+            self.d_optim.zero_grad(set_to_none=True)
+            # The 0 * logits term keeps every D output in the graph (no unused parameters).
+            (cfg.r1 / 2 * r1 * cfg.r1_every + 0 * logits.float()[0, 0]).backward()
+            self.d_optim.step()
+            stats["r1"] = r1.item()
+
+        # Generator.
+        set_requires_grad(g, True)
+        set_requires_grad(d, False)
+        with self.autocast():
+            fake, _ = self.generate(cfg.batch)
+            fake_logits = d(self.augment(fake))
+        g_loss = g_nonsaturating_loss(fake_logits)
+        self.g_optim.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.g_optim.step()
+        stats["g_loss"] = g_loss.item()
+        if cfg.pl_weight > 0 and i % cfg.pl_every == 0:
+            pl_batch = max(1, cfg.batch // cfg.pl_batch_shrink)
+            with self.autocast():
+                fake, latents = self.generate(pl_batch)
+            penalty, self.mean_path_length, length = path_length_penalty(
+                fake, latents, self.mean_path_length
+            )
+            self.g_optim.zero_grad(set_to_none=True)
+            (cfg.pl_weight * cfg.pl_every * penalty + 0 * fake.float()[0, 0, 0, 0]).backward()
+            self.g_optim.step()
+            stats.update(pl=penalty.item(), path_length=length.item())
+
+        self.iteration += 1
+        accumulate(self.g_ema, g, ema_beta(cfg, self.iteration * cfg.batch))
+        return stats
+
+    # -- samples and checkpoints -----------------------------------------------------------
+
+    @torch.no_grad()
+    def sample_grid(self) -> np.ndarray:
+        """The EMA generator on the fixed latents as one (H, W, 3) uint8 grid."""
+        w = self.g_ema.mapping(self.sample_z.to(self.cfg.device))
+        images = self.g_ema.synthesis(w, noise="stored").float().cpu()
+        n = images.shape[0]
+        cols = int(math.ceil(math.sqrt(n)))
+        rows = int(math.ceil(n / cols))
+        s = self.cfg.size
+        grid = torch.ones(3, rows * s, cols * s)
+        for k in range(n):
+            r, c = divmod(k, cols)
+            grid[:, r * s:(r + 1) * s, c * s:(c + 1) * s] = images[k]
+        return tensor_to_uint8(grid)
+
+    def state_extra(self) -> dict:
+        cfg = self.cfg
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.device(cfg.device).type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(torch.device(cfg.device))
+        return {
+            "g_optim": self.g_optim.state_dict(),
+            "d_optim": self.d_optim.state_dict(),
+            "iteration": self.iteration,
+            "mean_path_length": self.mean_path_length.detach().cpu(),
+            "args": cfg.to_dict(),
+            "rng_state": rng,
+        }
+
+    def save(self, path: Path) -> None:
+        save_stylegan2(path, self.g, self.d, generator_ema=self.g_ema, extra=self.state_extra())
+
+    def load(self, ckpt: dict) -> None:
+        """Restore everything written by :meth:`save` (exact continuation)."""
+        self.g.load_state_dict(ckpt["g"])
+        self.d.load_state_dict(ckpt["d"])
+        self.g_ema.load_state_dict(ckpt["g_ema"])
+        self.g_optim.load_state_dict(ckpt["g_optim"])
+        self.d_optim.load_state_dict(ckpt["d_optim"])
+        self.iteration = int(ckpt["iteration"])
+        self.mean_path_length = ckpt["mean_path_length"].to(self.cfg.device)
+        torch.set_rng_state(ckpt["rng_state"]["cpu"])
+        if "cuda" in ckpt["rng_state"] and torch.device(self.cfg.device).type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng_state"]["cuda"], torch.device(self.cfg.device))
+
+
+class _StopFlag:
+    """Turns SIGTERM/SIGINT into a flag checked between iterations (clean checkpoint)."""
+
+    def __init__(self):
+        self.stop = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. inside a test runner's worker)
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.stop = True
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def train(
+    cfg: TrainConfig, images: torch.Tensor, out_dir: str | Path, resume: bool = False,
+    progress: bool = True,
+) -> Trainer:
+    """Train until ``cfg.iters`` iterations, checkpointing into ``out_dir``.
+
+    images: (N, 3, size, size) uint8. With ``resume`` the run continues from
+    ``out_dir/checkpoint.pt`` (networks, optimisers, iteration and RNG state), so a run
+    that is stopped and resumed gives the same networks as one that never stopped.
+    """
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / CHECKPOINT
+    trainer = Trainer(cfg, images)
+    if resume and ckpt_path.exists():
+        trainer.load(load_torch(ckpt_path, "training checkpoint"))
+    save_json(cfg.to_dict(), out_dir / "options.json")
+    log_path = out_dir / "losses.jsonl"
+    _truncate_log(log_path, trainer.iteration)
+
+    last_ckpt_time = time.monotonic()
+    last_ckpt_iter = trainer.iteration
+    window_start, window_iters = time.monotonic(), 0
+    bar = tqdm(
+        total=cfg.iters, initial=trainer.iteration, disable=not progress, unit="it",
+        dynamic_ncols=True,
+    )
+    with _StopFlag() as flag:
+        while trainer.iteration < cfg.iters and not flag.stop:
+            stats = trainer.step()
+            window_iters += 1
+            it = trainer.iteration
+            bar.update(1)
+            if it % cfg.log_every == 0 or it == cfg.iters:
+                elapsed = time.monotonic() - window_start
+                stats.update(
+                    iteration=it, kimg=it * cfg.batch / 1000,
+                    sec_per_iter=elapsed / window_iters,
+                    images_per_min=60 * window_iters * cfg.batch / max(elapsed, 1e-9),
+                )
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(stats) + "\n")
+                bar.set_postfix(d=f"{stats['d_loss']:.3f}", g=f"{stats['g_loss']:.3f}")
+                window_start, window_iters = time.monotonic(), 0
+            if cfg.sample_every > 0 and it % cfg.sample_every == 0:
+                save_image(trainer.sample_grid(), out_dir / "samples" / f"{it:07d}.png")
+            due = (
+                it - last_ckpt_iter >= cfg.ckpt_every
+                or time.monotonic() - last_ckpt_time >= cfg.ckpt_minutes * 60
+            )
+            if due:
+                trainer.save(ckpt_path)
+                last_ckpt_time, last_ckpt_iter = time.monotonic(), it
+    bar.close()
+    if trainer.iteration != last_ckpt_iter:
+        trainer.save(ckpt_path)
+    save_image(trainer.sample_grid(), out_dir / "samples" / f"{trainer.iteration:07d}.png")
+    return trainer
+
+
+def _truncate_log(path: Path, iteration: int) -> None:
+    """Drop log lines beyond ``iteration`` (written after the checkpoint we resume from)."""
+    if not path.exists():
+        return
+    kept = [
+        line for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("iteration", 0) <= iteration
+    ]
+    from ..fileio import save_text
+
+    save_text("".join(line + "\n" for line in kept), path)
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", help="folder of images (or a make-data folder with images/)")
+    parser.add_argument("--out", required=True, help="output folder (checkpoint, samples, log)")
+    parser.add_argument("--size", type=int, default=64, help="resolution (power of 2)")
+    width = parser.add_mutually_exclusive_group()
+    width.add_argument("--channels", help="widths from 4 px up, e.g. 256x256x128x64x32")
+    width.add_argument("--width", type=int, help="one width for every resolution")
+    parser.add_argument("--n-mlp", type=int, default=8, help="mapping layers (release: 8)")
+    parser.add_argument("--batch", type=int, default=16)
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--kimg", type=float, help="train until this many thousand images")
+    length.add_argument("--iters", type=int, help="train until this iteration")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 autocast (default: on for CUDA with bf16 and CPUs with AMX)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if there)")
+    parser.add_argument("--lr", type=float, default=0.002)
+    parser.add_argument("--r1", type=float, default=10.0, help="R1 weight (gamma)")
+    parser.add_argument("--r1-every", type=int, default=16, help="lazy R1 interval")
+    parser.add_argument("--pl-weight", type=float, default=0.0, help="path-length weight")
+    parser.add_argument("--pl-every", type=int, default=4)
+    parser.add_argument("--mixing", type=float, default=0.9, help="style-mixing probability")
+    parser.add_argument("--aug", action="store_true", help="flip/translate D's inputs")
+    parser.add_argument("--ema-kimg", type=float, default=10.0, help="EMA half-life (kimg)")
+    parser.add_argument("--ckpt-every", type=int, default=1000, help="checkpoint interval (it)")
+    parser.add_argument("--ckpt-minutes", type=float, default=5.0,
+                        help="also checkpoint after this many minutes")
+    parser.add_argument("--sample-every", type=int, default=500, help="sample grid interval")
+    parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def default_bf16(device: str) -> bool:
+    """bf16 pays off on GPUs that support it and on CPUs with AMX tiles, not otherwise."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.cpu._is_amx_tile_supported())
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    size = args.size
+    if size < 8 or size & (size - 1):
+        raise UserError(f"--size {size}: must be a power of two, at least 8")
+    if args.channels:
+        channels = parse_channels(args.channels, size)
+    elif args.width:
+        channels = {2**i: args.width for i in range(2, int(math.log2(size)) + 1)}
+    elif size == 64:
+        channels = dict(DEFAULT_CHANNELS_64)
+    else:
+        raise UserError(f"--size {size}: give --channels or --width (defaults exist for 64)")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.batch < 1:
+        raise UserError("--batch must be positive")
+    if args.iters is not None:
+        iters = args.iters
+    elif args.kimg is not None:
+        iters = int(math.ceil(args.kimg * 1000 / args.batch))
+    else:
+        iters = int(math.ceil(1000 * 1000 / args.batch))
+    return TrainConfig(
+        size=size, channels=channels, n_mlp=args.n_mlp, batch=args.batch, iters=iters,
+        lr=args.lr, r1=args.r1, r1_every=args.r1_every, pl_weight=args.pl_weight,
+        pl_every=args.pl_every, mixing=args.mixing, aug=args.aug, ema_kimg=args.ema_kimg,
+        seed=args.seed, bf16=default_bf16(device) if args.bf16 is None else args.bf16,
+        device=device, ckpt_every=args.ckpt_every, ckpt_minutes=args.ckpt_minutes,
+        sample_every=args.sample_every, log_every=args.log_every,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = config_from_args(args)
+    out_dir = Path(args.out)
+    ckpt_path = out_dir / CHECKPOINT
+    if ckpt_path.exists() and not args.resume:
+        raise UserError(f"{ckpt_path} exists: pass --resume to continue it, or another --out")
+    if args.resume and ckpt_path.exists():
+        saved = TrainConfig.from_dict(load_torch(ckpt_path, "training checkpoint")["args"])
+        for name in ("size", "channels", "style_dim", "n_mlp"):
+            if getattr(saved, name) != getattr(cfg, name):
+                raise UserError(
+                    f"--resume: {name} {getattr(cfg, name)} differs from the checkpoint's "
+                    f"{getattr(saved, name)}"
+                )
+    images = load_image_folder(args.data, cfg.size)
+    print(f"train-gan: {images.shape[0]} images at {cfg.size} px, widths {cfg.channels}, "
+          f"batch {cfg.batch}, until iteration {cfg.iters}, bf16 {cfg.bf16}, {cfg.device}")
+    trainer = train(cfg, images, out_dir, resume=args.resume, progress=not args.quiet)
+    print(f"train-gan: iteration {trainer.iteration}, checkpoint {ckpt_path}")
+    return 0
