@@ -41,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=64, help="image size in pixels (default 64)")
     parser.add_argument("--split-name", default="",
                         help="optional prefix of the file stems, e.g. 'test' -> test_000000")
+    parser.add_argument("--max-translation", type=float,
+                        default=scenes.DEFAULT_MAX_TRANSLATION,
+                        help="largest |tx|, |ty| of the views (world units; default "
+                             f"{scenes.DEFAULT_MAX_TRANSLATION}, about 1.5 px at 64 px)")
     parser.add_argument("--batch-size", type=int, default=128,
                         help="samples rendered together (memory vs speed; default 128)")
 
@@ -49,7 +53,8 @@ def stem(index: int, split_name: str = "") -> str:
     return f"{split_name}_{index:0{STEM_DIGITS}d}" if split_name else f"{index:0{STEM_DIGITS}d}"
 
 
-def recipe(seed: int, size: int, split_name: str) -> dict:
+def recipe(seed: int, size: int, split_name: str,
+           max_translation: float = scenes.DEFAULT_MAX_TRANSLATION) -> dict:
     """Everything that decides the samples' content (checked when resuming)."""
     return {
         "seed": seed,
@@ -57,7 +62,7 @@ def recipe(seed: int, size: int, split_name: str) -> dict:
         "split_name": split_name,
         "fov_deg": scenes.FOV_DEG,
         "head_ranges": heads.HEAD_RANGES,
-        "view_raw_ranges": scenes.VIEW_RAW_RANGES,
+        "view_raw_ranges": scenes.view_raw_ranges(max_translation),
         "light_raw_ranges": scenes.LIGHT_RAW_RANGES,
         "background_ranges": scenes.BACKGROUND_RANGES,
     }
@@ -70,6 +75,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--seed must be non-negative, got {args.seed}")
     if not 16 <= args.size <= 1024:
         raise UserError(f"--size must be between 16 and 1024 pixels, got {args.size}")
+    if not 0 < args.max_translation <= 0.05:
+        raise UserError(f"--max-translation must be in (0, 0.05], got {args.max_translation}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.split_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", args.split_name):
@@ -138,9 +145,10 @@ def _meta(batch: dict[str, torch.Tensor], k: int, seed: int, index: int, size: i
     }
 
 
-def write_batch(out: Path, seed: int, indices: list[int], size: int, split_name: str) -> None:
+def write_batch(out: Path, seed: int, indices: list[int], size: int, split_name: str,
+                max_translation: float = scenes.DEFAULT_MAX_TRANSLATION) -> None:
     """Render ``indices`` together and write their files (meta last, marking completion)."""
-    batch = scenes.render_scenes(seed, indices, size)
+    batch = scenes.render_scenes(seed, indices, size, max_translation)
     images, depth_pngs = to_files(batch)
     for k, index in enumerate(indices):
         paths = _paths(out, stem(index, split_name))
@@ -158,8 +166,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise UserError(f"cannot create --out {out} ({reason})") from exc
-    _check_recipe(out, recipe(args.seed, args.size, args.split_name))
-    save_torch(scenes.view_prior(), out / "view_prior.pt")
+    _check_recipe(out, recipe(args.seed, args.size, args.split_name, args.max_translation))
+    save_torch(scenes.view_prior(args.max_translation), out / "view_prior.pt")
     save_torch(scenes.light_prior(), out / "light_prior.pt")
 
     names = [stem(i, args.split_name) for i in range(args.n)]
@@ -168,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
                                       desc="make-data") as bar:
         for start in range(0, len(todo), args.batch_size):
             chunk = todo[start:start + args.batch_size]
-            write_batch(out, args.seed, chunk, args.size, args.split_name)
+            write_batch(out, args.seed, chunk, args.size, args.split_name, args.max_translation)
             bar.update(len(chunk))
     save_text("".join(f"images/{name}.png\n" for name in names), out / "list.txt")
     print(f"make-data: {args.n} samples in {out} ({len(todo)} rendered, "

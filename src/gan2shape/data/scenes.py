@@ -10,8 +10,8 @@ covariance of the distributions the data came from:
 
 - view raw (rx, ry, rz, tx, ty, tz) = (pitch, yaw, roll) / (60 deg) and (tx, ty) / 0.1;
   tz is 0 (the release's z translation range is 0). Physical ranges: pitch within
-  +-15 deg, yaw within +-30 deg, roll within +-3 deg, tx and ty within +-0.0075 (about
-  2.7 px at 64 px).
+  +-15 deg, yaw within +-30 deg, roll within +-3 deg, tx and ty within +-max_translation
+  (default 0.004, about 1.5 px at 64 px).
 - light raw (l0, l1, lx, ly): ambient = l0 / 2 + 0.5 in [0.2, 0.5], diffuse = l1 / 2 + 0.5
   in [0.45, 0.75], direction = normalize(lx, ly, 1) with lx in [-0.8, 0.8] and ly in
   [-0.2, 0.7] (ly > 0 lights the upper half of the face: light mostly from above).
@@ -50,17 +50,16 @@ XY_TRANSLATION_RANGE = 0.1  # release xy_translation_range
 TZ_PRIOR_VARIANCE = 1e-6
 
 # Uniform boxes in raw network units.
-VIEW_RAW_RANGES: dict[str, tuple[float, float]] = {
+ROTATION_RAW_RANGES: dict[str, tuple[float, float]] = {
     "rx": (-15.0 / 60.0, 15.0 / 60.0),  # pitch +-15 deg
     "ry": (-30.0 / 60.0, 30.0 / 60.0),  # yaw +-30 deg
     "rz": (-3.0 / 60.0, 3.0 / 60.0),  # roll +-3 deg
-    # +-0.0075 (+-2.7 px at 64 px): the jitter of aligned face crops. With less the heads
-    # are so well aligned that the pixelwise average ground-truth depth is a very strong
-    # baseline (MAD 15.3 deg at +-0.004, 17.4 deg at +-0.0075, over 50 test images; the
-    # release's normals put a 5.5 deg floor under any MAD here).
-    "tx": (-0.075, 0.075),
-    "ty": (-0.075, 0.075),
 }
+# Largest |tx|, |ty| (physical). 0.004 (1.5 px at 64 px) keeps the heads centred; the price
+# is that the pixelwise average ground-truth depth becomes a strong baseline (MAD 15.3 deg
+# over 50 test images, 17.4 deg at 0.0075; the release's normals put a 5.5 deg floor
+# under any MAD here).
+DEFAULT_MAX_TRANSLATION = 0.004
 LIGHT_RAW_RANGES: dict[str, tuple[float, float]] = {
     "l0": (-0.6, 0.0),  # ambient 0.2 .. 0.5
     "l1": (-0.1, 0.5),  # diffuse 0.45 .. 0.75
@@ -74,7 +73,7 @@ BACKGROUND_TINT = (-0.04, 0.0, 0.04)
 # Layout of each sample's uniform numbers; spare slots keep it stable if parameters are added.
 N_UNIFORMS = 64
 _HEAD = slice(0, len(HEAD_RANGES))
-_VIEW = slice(32, 32 + len(VIEW_RAW_RANGES))
+_VIEW = slice(32, 32 + len(ROTATION_RAW_RANGES) + 2)
 _LIGHT = slice(40, 40 + len(LIGHT_RAW_RANGES))
 _BACKGROUND = slice(48, 48 + len(BACKGROUND_RANGES))
 
@@ -103,9 +102,16 @@ def _box_moments(ranges: dict[str, tuple[float, float]]) -> tuple[torch.Tensor, 
     return (lo + hi) / 2, (hi - lo) ** 2 / 12
 
 
-def views_raw(u: torch.Tensor) -> torch.Tensor:
+def view_raw_ranges(max_translation: float = DEFAULT_MAX_TRANSLATION
+                    ) -> dict[str, tuple[float, float]]:
+    """The uniform boxes of the raw view (rx, ry, rz, tx, ty); tz is always 0."""
+    t = round(max_translation / XY_TRANSLATION_RANGE, 12)
+    return {**ROTATION_RAW_RANGES, "tx": (-t, t), "ty": (-t, t)}
+
+
+def views_raw(u: torch.Tensor, max_translation: float = DEFAULT_MAX_TRANSLATION) -> torch.Tensor:
     """Raw views (B, 6) (release network units, tz = 0) from uniforms (B, N_UNIFORMS)."""
-    raw = _boxes(u[:, _VIEW], VIEW_RAW_RANGES)
+    raw = _boxes(u[:, _VIEW], view_raw_ranges(max_translation))
     return torch.cat([raw, torch.zeros_like(raw[:, :1])], 1)
 
 
@@ -132,9 +138,9 @@ def backgrounds(u: torch.Tensor) -> torch.Tensor:
     return grey[:, None] + tint[:, None] * torch.tensor(BACKGROUND_TINT, dtype=u.dtype)
 
 
-def view_prior() -> dict[str, torch.Tensor]:
+def view_prior(max_translation: float = DEFAULT_MAX_TRANSLATION) -> dict[str, torch.Tensor]:
     """{'mean' (6,), 'cov' (6, 6)}: exact moments of the raw view distribution."""
-    mean, var = _box_moments(VIEW_RAW_RANGES)
+    mean, var = _box_moments(view_raw_ranges(max_translation))
     mean = torch.cat([mean, mean.new_zeros(1)])
     var = torch.cat([var, var.new_tensor([TZ_PRIOR_VARIANCE])])
     return {"mean": mean.float(), "cov": torch.diag(var).float()}
@@ -153,13 +159,14 @@ def _tent_blur(x: torch.Tensor) -> torch.Tensor:
     return (x[..., :-2, :] + 2 * x[..., 1:-1, :] + x[..., 2:, :]) / 4
 
 
-def render_scenes(seed: int, indices: Sequence[int], size: int = 64) -> dict[str, torch.Tensor]:
+def render_scenes(seed: int, indices: Sequence[int], size: int = 64,
+                  max_translation: float = DEFAULT_MAX_TRANSLATION) -> dict[str, torch.Tensor]:
     """Render samples ``indices`` of the family ``seed`` at ``size`` px, as one batch.
 
     See :func:`render_batch` for the returned tensors.
     """
     u = sample_uniforms(seed, indices)
-    return render_batch(u, views_raw(u), lights_raw(u), size)
+    return render_batch(u, views_raw(u, max_translation), lights_raw(u), size)
 
 
 def render_batch(u: torch.Tensor, view_raw: torch.Tensor, light_raw: torch.Tensor,
