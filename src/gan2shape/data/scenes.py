@@ -14,14 +14,17 @@ covariance of the distributions the data came from:
   (default 0.004, about 1.5 px at 64 px).
 - light raw (l0, l1, lx, ly): ambient = l0 / 2 + 0.5 in [0.2, 0.5], diffuse = l1 / 2 + 0.5
   in [0.45, 0.75], direction = normalize(lx, ly, 1) with lx in [-0.8, 0.8] and ly in
-  [-0.2, 0.7] (ly > 0 lights the upper half of the face: light mostly from above).
+  [-0.2, 0.7] (with the release's normals ly > 0 lights the upper half of the image, so
+  light comes mostly from above, and lx > 0 the left half).
 
 Rendering follows the method's image formation exactly: the canonical texture is
 albedo * shading (shading from the release's normals of the canonical depth); it is
 re-projected into the view with the project's renderer together with the anti-aliased head
-mask, which then composites it on a plain background colour. The ground-truth depth is the
-renderer's view depth where the re-projected head mask is at least 1/2, and the far depth
-1.1 elsewhere (background, and pixels the view leaves uncovered).
+mask, which then composites it on a plain background colour (after a [1, 2, 1] tent filter
+that anti-aliases the occluding contours the z-buffer cuts at whole pixels). The
+ground-truth depth is the renderer's view depth where the re-projected head mask is at
+least 1/2, and the far depth 1.1 elsewhere (background, and pixels the view leaves
+uncovered).
 
 Near the silhouette a depth map is steep, so the side of the head that a view turns towards
 the camera shows those rim pixels stretched (a soft band, the price of 2.5D geometry, the
