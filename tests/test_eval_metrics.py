@@ -131,3 +131,12 @@ def test_gt_depth_png_convention_and_round_trip(tmp_path):
     np.testing.assert_allclose(small[:, 3], 1.1, atol=1e-4)
     cropped = gt_depth_from_png(tmp_path / "big.png", crop=4).numpy()
     np.testing.assert_allclose(cropped, big[6:10, 6:10] * 0.2 + 0.9, atol=1e-4)
+
+
+def test_baselines_by_hand():
+    from gan2shape.eval.scoring import average_depth_baseline, constant_depth_baseline
+
+    gts = torch.tensor([[[1.0, 0.9]], [[1.1, 1.0]]])
+    torch.testing.assert_close(average_depth_baseline(gts),
+                               torch.tensor([[[1.05, 0.95]], [[1.05, 0.95]]]))
+    torch.testing.assert_close(constant_depth_baseline(gts, 1.0), torch.ones(2, 1, 2))

@@ -87,7 +87,10 @@ class ReconConfig:
     lam_smooth: float = 0.01
     lam_regular: float = 0.01
     # lpips (the release's; needs vgg16_path + lpips_path), vgg16 (relu3_3 L1; needs
-    # vgg16_path), discriminator (the GAN's own features, always available), none
+    # vgg16_path), discriminator (the GAN's own features), none. Presets use discriminator:
+    # it needs no file beyond the GAN checkpoint. It is not the cheap choice: per loss call
+    # with backward (benchmarks/perceptual.py, batch 16 at 64 px, 128 px config-e D) it
+    # costs 3.2x VGG16 relu3_3 and 2.1x LPIPS.
     perceptual: str = "discriminator"
     vgg16_path: str | None = None  # torchvision vgg16 state dict
     lpips_path: str | None = None  # LPIPS v0.1 linear heads for VGG16 (lin0..lin4)
