@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gan2shape.gan import Discriminator, Generator
-from stylegan2_reference import discriminator_ref, generator_ref, mapping_ref
+from stylegan2_reference import conv_layer_ref, discriminator_ref, generator_ref, mapping_ref
 
 WIDTHS = {4: 16, 8: 16, 16: 12, 32: 8}
 
@@ -39,6 +39,43 @@ def test_generator_matches_per_sample_reference():
     img = g.synthesis(w_plus)
     assert img.shape == (3, 3, 32, 32)
     assert torch.allclose(img.double(), ref, atol=2e-5, rtol=1e-4)
+
+
+def test_generator_gradients_match_reference():
+    g = small_generator(size=16).double()
+    w_plus = torch.randn(2, g.n_latent, 24, dtype=torch.float64, requires_grad=True)
+    probe = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    (g.synthesis(w_plus) * probe).sum().backward()
+    sd = {k: v.detach().clone().requires_grad_(v.is_floating_point())
+          for k, v in g.state_dict().items()}
+    w_ref = w_plus.detach().clone().requires_grad_()
+    (generator_ref(sd, w_ref) * probe).sum().backward()
+    assert torch.allclose(w_plus.grad, w_ref.grad, atol=1e-8, rtol=1e-6)
+    params = dict(g.named_parameters())
+    for name in ["convs.0.conv.weight", "convs.1.noise.weight", "convs.1.activate.bias",
+                 "conv1.conv.modulation.weight", "to_rgbs.1.conv.weight", "input.input"]:
+        assert torch.allclose(params[name].grad, sd[name].grad, atol=1e-8, rtol=1e-6), name
+
+
+def test_discriminator_input_gradient_matches_reference():
+    d = small_discriminator().double()
+    img = torch.randn(4, 3, 32, 32, dtype=torch.float64, requires_grad=True)
+    sum(f.square().sum() for f in d.features(img, 3)).backward()
+    d(img).sum().backward()
+    sd = {k: v.detach() for k, v in d.state_dict().items()}
+    ref_img = img.detach().clone().requires_grad_()
+    discriminator_ref(sd, ref_img).sum().backward()
+    grad_logits = ref_img.grad.clone()
+    ref_img.grad = None
+    x = conv_layer_ref(ref_img, sd, "convs.0")
+    feats = [x]
+    for i in (1, 2):
+        y = conv_layer_ref(conv_layer_ref(x, sd, f"convs.{i}.conv1"), sd, f"convs.{i}.conv2",
+                           down=True)
+        x = (y + conv_layer_ref(x, sd, f"convs.{i}.skip", down=True, activate=False)) / 2 ** 0.5
+        feats.append(x)
+    sum(f.square().sum() for f in feats).backward()
+    assert torch.allclose(img.grad, grad_logits + ref_img.grad, atol=1e-8, rtol=1e-6)
 
 
 def test_mapping_matches_reference_and_splits():

@@ -14,6 +14,8 @@ from gan2shape.gan.ops import (
     fir_filter,
     fir_upsample,
     fused_leaky_relu,
+    scale_channels,
+    scaled_leaky_relu,
 )
 from stylegan2_reference import blur_kernel, modulated_conv_ref, upfirdn2d_ref
 
@@ -119,3 +121,18 @@ def test_minibatch_stddev_strided_groups(batch):
         expected = torch.sqrt(members.var(dim=0, unbiased=False) + 1e-8).mean()
         assert torch.allclose(out[i, 4], expected.expand(2, 3))
     assert torch.equal(out[:, :4], x)
+
+
+def test_fused_epilogues_gradcheck():
+    x = rand(2, 3, 4, 5).requires_grad_()
+    s = rand(2, 3, seed=1).requires_grad_()
+    assert torch.autograd.gradcheck(scale_channels, (x, s))
+    assert torch.autograd.gradgradcheck(scale_channels, (x, s))
+    scale = rand(2, 3, 1, 1, seed=2).requires_grad_()
+    for shift_shape in [(1, 3, 4, 5), (2, 3, 4, 5)]:
+        shift = rand(*shift_shape, seed=3).requires_grad_()
+        assert torch.autograd.gradcheck(scaled_leaky_relu, (x, scale, shift))
+        assert torch.autograd.gradgradcheck(scaled_leaky_relu, (x, scale, shift))
+    y = scaled_leaky_relu(x, scale, shift)
+    pre = x * scale + shift
+    assert torch.allclose(y, torch.where(pre > 0, pre, 0.2 * pre))

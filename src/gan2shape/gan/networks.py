@@ -11,10 +11,13 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .ops import (
     BLUR_TAPS,
+    LRELU_GAIN,
+    LRELU_SLOPE,
     Blur,
     ConstantInput,
     EqualConv2d,
@@ -24,6 +27,9 @@ from .ops import (
     NoiseInjection,
     PixelNorm,
     Upsample,
+    fir_filter,
+    memory_format_of,
+    scaled_leaky_relu,
 )
 
 MAPPING_LR_MUL = 0.01
@@ -59,7 +65,17 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(out_ch)
 
     def forward(self, x, style, noise=None):
-        return self.activate(self.noise(self.conv(x, style), noise))
+        """x (B, in, H, W), style (B, style_dim), noise (1 or B, 1, H', W') or None (random)."""
+        out, demod = self.conv.modulated(x, style)
+        if noise is None:
+            b, _, h, w = out.shape
+            noise = torch.randn(b, 1, h, w, device=out.device, dtype=out.dtype)
+        # lrelu(out * demod + noise_weight * noise + bias) * gain in two passes over the
+        # activations: leaky ReLU is positively homogeneous, so the gain moves inside.
+        shift = (self.noise.weight * LRELU_GAIN) * noise.to(self.noise.weight.dtype) \
+            + (self.activate.bias * LRELU_GAIN)[None, :, None, None]
+        shift = shift.contiguous(memory_format=memory_format_of(out))
+        return scaled_leaky_relu(out, (demod * LRELU_GAIN)[:, :, None, None], shift)
 
 
 class ToRGB(nn.Module):
@@ -186,10 +202,13 @@ class Generator(nn.Module):
 
 
 class ConvLayer(nn.Sequential):
-    """[Blur] -> EqualConv2d -> [bias + leaky ReLU], as an indexed Sequential (keys 0, 1, 2)."""
+    """[Blur] -> EqualConv2d -> [bias + leaky ReLU], as an indexed Sequential (keys 0, 1, 2).
+
+    gain scales the output (ResBlock's 1 / sqrt(2)); it is folded into the weights.
+    """
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, downsample: bool = False,
-                 bias: bool = True, activate: bool = True):
+                 bias: bool = True, activate: bool = True, gain: float = 1.0):
         layers: list[nn.Module] = []
         stride, padding = 1, kernel_size // 2
         if downsample:
@@ -201,6 +220,27 @@ class ConvLayer(nn.Sequential):
         if activate:
             layers.append(FusedLeakyReLU(out_ch))
         super().__init__(*layers)
+        self.downsample = downsample
+        self.activate = activate
+        self.gain = gain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv: EqualConv2d = self[1 if self.downsample else 0]
+        stride = conv.stride
+        if self.downsample:
+            blur: Blur = self[0]
+            if conv.weight.shape[-1] == 1:  # 1x1 conv commutes with the blur: keep 1/4
+                x, stride = fir_filter(x, blur.kernel, blur.pad, down=2), 1
+            else:
+                x = blur(x)
+        # bias, activation gain and output gain folded into one convolution; leaky ReLU is
+        # positively homogeneous.
+        gain = self.gain * (LRELU_GAIN if self.activate else 1.0)
+        bias = self[-1].bias if self.activate else conv.bias
+        weight = (conv.weight * (conv.scale * gain)).contiguous(memory_format=memory_format_of(x))
+        out = F.conv2d(x, weight.to(x.dtype), None if bias is None else (bias * gain).to(x.dtype),
+                       stride=stride, padding=conv.padding)
+        return F.leaky_relu(out, LRELU_SLOPE, inplace=True) if self.activate else out
 
 
 class ResBlock(nn.Module):
@@ -209,11 +249,12 @@ class ResBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int):
         super().__init__()
         self.conv1 = ConvLayer(in_ch, in_ch, 3)
-        self.conv2 = ConvLayer(in_ch, out_ch, 3, downsample=True)
-        self.skip = ConvLayer(in_ch, out_ch, 1, downsample=True, bias=False, activate=False)
+        self.conv2 = ConvLayer(in_ch, out_ch, 3, downsample=True, gain=1 / math.sqrt(2))
+        self.skip = ConvLayer(in_ch, out_ch, 1, downsample=True, bias=False, activate=False,
+                              gain=1 / math.sqrt(2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.conv2(self.conv1(x)) + self.skip(x)) * (1 / math.sqrt(2))
+        return self.conv2(self.conv1(x)) + self.skip(x)
 
 
 def minibatch_stddev(x: torch.Tensor, group: int = STDDEV_GROUP,
@@ -227,7 +268,8 @@ def minibatch_stddev(x: torch.Tensor, group: int = STDDEV_GROUP,
     g = min(b, group)
     if b % g:
         g = b
-    y = x.float().reshape(g, -1, features, c // features, h, w)
+    y = x.to(torch.promote_types(x.dtype, torch.float32))
+    y = y.reshape(g, -1, features, c // features, h, w)
     y = torch.sqrt(y.var(dim=0, unbiased=False) + 1e-8)  # (B/G, f, C/f, H, W)
     y = y.mean(dim=(2, 3, 4)).view(-1, features, 1, 1)  # (B/G, f, 1, 1)
     y = y.repeat(g, 1, h, w).to(x.dtype)

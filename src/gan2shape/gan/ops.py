@@ -28,6 +28,23 @@ DEMOD_EPS = 1e-8
 BLUR_TAPS = (1, 3, 3, 1)
 
 
+def bf16_supported() -> bool:
+    """Whether this CPU runs bfloat16 convolutions natively (AVX-512 BF16 / AMX)."""
+    return bool(torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def low_precision(device: torch.device | str, enabled: bool = True):
+    """bfloat16 autocast on ``device`` (CUDA, or CPUs with native bfloat16), else a no-op.
+
+    Convolutions and matmuls run in bfloat16; demodulation coefficients are computed in
+    float32. Use for speed where ~1e-2 image differences are acceptable.
+    """
+    device = torch.device(device)
+    on = enabled and (device.type == "cuda" or (device.type == "cpu" and bf16_supported()))
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
+
+
 def make_blur_kernel(taps=BLUR_TAPS) -> torch.Tensor:
     """Separable FIR kernel (K, K) = outer(taps, taps), normalised to sum 1."""
     k = torch.tensor(taps, dtype=torch.float32)
@@ -38,10 +55,11 @@ def make_blur_kernel(taps=BLUR_TAPS) -> torch.Tensor:
 def _depthwise(kernel: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Kernel (K, K) -> depthwise weight (C, 1, K, K), flipped so conv2d convolves."""
     k = kernel.flip(0, 1).to(dtype=x.dtype)
-    return k.expand(x.shape[1], 1, *k.shape).contiguous(memory_format=_format(x))
+    return k.expand(x.shape[1], 1, *k.shape).contiguous(memory_format=memory_format_of(x))
 
 
-def _format(x: torch.Tensor) -> torch.memory_format:
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for NHWC-strided 4-D tensors, else contiguous (so weights can match)."""
     return (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
             and not x.is_contiguous() else torch.contiguous_format)
 
@@ -73,7 +91,7 @@ def fir_upsample(x: torch.Tensor, kernel: torch.Tensor, pad: tuple[int, int],
     first, last_crop = k_size - 1 - p0, k_size - up - p1
     p = max(0, min(first, last_crop))
     w = kernel.to(dtype=x.dtype).expand(x.shape[1], 1, k_size, k_size)
-    out = F.conv_transpose2d(x, w.contiguous(memory_format=_format(x)), stride=up,
+    out = F.conv_transpose2d(x, w.contiguous(memory_format=memory_format_of(x)), stride=up,
                              padding=p, groups=x.shape[1])
     if first != p or last_crop != p:
         a, b = p - first, p - last_crop
@@ -86,6 +104,61 @@ def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor, slope: float = LRELU_S
     """leaky_relu(x + bias) * gain, bias (C,) broadcast over dim 1 of x (B, C, ...)."""
     shape = (1, -1) + (1,) * (x.ndim - 2)
     return F.leaky_relu(x + bias.to(x.dtype).view(shape), slope) * gain
+
+
+class _ScaleChannels(torch.autograd.Function):
+    """x (B, C, H, W) * s (B, C) per sample and channel; the backward reduces grad * x to
+    (B, C) without a full-size temporary."""
+
+    @staticmethod
+    def forward(ctx, x, s):
+        ctx.save_for_backward(x, s)
+        return x * s[:, :, None, None]
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, s = ctx.saved_tensors
+        grad_x = grad * s[:, :, None, None] if ctx.needs_input_grad[0] else None
+        grad_s = torch.einsum("bchw,bchw->bc", grad, x) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_s
+
+
+def scale_channels(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """x (B, C, H, W) * s (B, C)[:, :, None, None]."""
+    return _ScaleChannels.apply(x, s.to(x.dtype))
+
+
+class _ScaledLeakyReLU(torch.autograd.Function):
+    """leaky_relu(x * scale + shift) with the activation done in place and a backward that
+    reuses one temporary (the fused bias / noise / demodulation epilogue)."""
+
+    @staticmethod
+    def forward(ctx, x, scale, shift):
+        out = torch.addcmul(shift, x, scale)
+        F.leaky_relu_(out, LRELU_SLOPE)
+        ctx.save_for_backward(x, scale, out)
+        ctx.shift_shape = shift.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, scale, out = ctx.saved_tensors
+        pre = torch.ops.aten.leaky_relu_backward(grad, out, LRELU_SLOPE, True)
+        need_x, need_scale, need_shift = ctx.needs_input_grad
+        grad_scale = (torch.einsum("bchw,bchw->bc", pre, x)[:, :, None, None]
+                      .sum_to_size(scale.shape) if need_scale else None)
+        grad_shift = pre.sum_to_size(ctx.shift_shape) if need_shift else None
+        grad_x = None
+        if need_x:  # in place unless a graph of the backward is built or pre is returned
+            in_place = not torch.is_grad_enabled() and grad_shift is not pre
+            grad_x = pre.mul_(scale) if in_place else pre * scale
+        return grad_x, grad_scale, grad_shift
+
+
+def scaled_leaky_relu(x: torch.Tensor, scale: torch.Tensor,
+                      shift: torch.Tensor) -> torch.Tensor:
+    """leaky_relu(x * scale + shift, 0.2); x (B, C, H, W), scale and shift broadcastable."""
+    return _ScaledLeakyReLU.apply(x, scale.to(x.dtype), shift.to(x.dtype))
 
 
 class PixelNorm(nn.Module):
@@ -139,7 +212,7 @@ class EqualConv2d(nn.Module):
         self.padding = padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = (self.weight * self.scale).contiguous(memory_format=_format(x))
+        w = (self.weight * self.scale).contiguous(memory_format=memory_format_of(x))
         return F.conv2d(x, w, self.bias, stride=self.stride, padding=self.padding)
 
 
@@ -191,21 +264,44 @@ class ModulatedConv2d(nn.Module):
             self.blur = Blur(((p + 1) // 2 + 1, p // 2 + 1), upsample_factor=2, taps=taps)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        out, demod = self.modulated(x, style)
+        return out if demod is None else out * demod[:, :, None, None]
+
+    def modulated(self, x: torch.Tensor, style: torch.Tensor):
+        """(convolution of the style-scaled input (B, out, H', W'), demodulation (B, out) or
+        None); forward multiplies them. Callers that add noise and bias next can fuse that
+        multiplication with their own elementwise work."""
         s = self.modulation(style)  # (B, in)
         w = self.weight[0] * self.scale  # (out, in, k, k)
-        x = x * s.to(x.dtype)[:, :, None, None]
-        if self.upsample:
-            wt = w.transpose(0, 1).contiguous(memory_format=_format(x))
-            out = self.blur(F.conv_transpose2d(x, wt.to(x.dtype), stride=2))
+        if self.padding == 0 and not self.upsample:
+            out = self._pointwise(x, w[:, :, 0, 0], s)
         else:
-            wc = w.contiguous(memory_format=_format(x)).to(x.dtype)
-            out = F.conv2d(x, wc, padding=self.padding)
-        if self.demodulate:
-            # sum over (in, k, k) of (w * s)^2 = s^2 @ sum_kk(w^2)^T, per sample and output
-            w_sq = w.float().pow(2).sum(dim=(2, 3))  # (out, in)
-            demod = torch.rsqrt(s.float().pow(2) @ w_sq.t() + DEMOD_EPS)  # (B, out)
-            out = out * demod.to(out.dtype)[:, :, None, None]
-        return out
+            x = scale_channels(x, s)
+            if self.upsample:
+                wt = w.transpose(0, 1).contiguous(memory_format=memory_format_of(x))
+                out = self.blur(F.conv_transpose2d(x, wt.to(x.dtype), stride=2))
+            else:
+                wc = w.contiguous(memory_format=memory_format_of(x)).to(x.dtype)
+                out = F.conv2d(x, wc, padding=self.padding)
+        if not self.demodulate:
+            return out, None
+        # sum over (in, k, k) of (w * s)^2 = s^2 @ sum_kk(w^2)^T, per sample and output
+        acc = torch.promote_types(s.dtype, torch.float32)  # float32 under bfloat16 autocast
+        w_sq = w.to(acc).pow(2).sum(dim=(2, 3))  # (out, in)
+        with torch.autocast(s.device.type, enabled=False):
+            demod = torch.rsqrt(s.to(acc).pow(2) @ w_sq.t() + DEMOD_EPS)  # (B, out)
+        return out, demod.to(out.dtype)
+
+    @staticmethod
+    def _pointwise(x: torch.Tensor, w: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """1x1 modulated conv as a batched matmul with per-sample weights w * s (B, out, in):
+        one read of x instead of a scaled copy (x: (B, in, H, W) -> (B, out, H, W))."""
+        b, c, h, wd = x.shape
+        ws = (w[None] * s[:, None, :]).to(x.dtype)  # (B, out, in)
+        if memory_format_of(x) == torch.channels_last:
+            out = torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * wd, c), ws.transpose(1, 2))
+            return out.view(b, h, wd, -1).permute(0, 3, 1, 2)
+        return torch.bmm(ws, x.reshape(b, c, h * wd)).view(b, -1, h, wd)
 
 
 class NoiseInjection(nn.Module):
