@@ -64,6 +64,11 @@ def test_evaluate_scaled_prediction_and_baselines(dataset, capsys):
     assert set(report["per_image"]) == {"img0", "img1"}
     out = capsys.readouterr().out
     assert "gan2shape" in out and "constant_depth" in out and "+-" in out
+    assert report["settings"]["unit_normals"] is False
+    assert cli.main(["evaluate", "--results", str(res), "--gt", str(gt_dir),
+                     "--conventions", "clean", "--out", str(res / "clean.json")]) == 0
+    clean = json.loads((res / "clean.json").read_text())["methods"]["gan2shape"]["MAD_deg"]
+    assert clean["mean"] < ours["MAD_deg"]["mean"] - 1  # the release's normal floor is gone
 
 
 def test_evaluate_npy_ground_truth(dataset, tmp_path):

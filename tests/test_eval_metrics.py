@@ -75,6 +75,8 @@ def test_release_normal_floor_on_a_plane_at_64px():
     s = score_depth(flat, gt)
     assert s["mad_deg"].item() == pytest.approx(want, abs=1e-3)
     assert s["side"].item() == pytest.approx(0.0, abs=1e-9)
+    clean = score_depth(flat, gt, unit_normals=True)
+    assert clean["mad_deg"].item() == pytest.approx(0.0, abs=1e-2)
 
 
 def erode_bruteforce(m):
