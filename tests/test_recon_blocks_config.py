@@ -116,6 +116,7 @@ fov: 10
     (["mask=parser"], "mask must be one of"),
     (["rand_light=[1, 2]"], "rand_light"),
     (["lr"], "key=value"),
+    (["nf=20"], "multiple of 8"),
     (["nosuch.step1=3"], "unknown setting"),
 ])
 def test_bad_settings_are_one_line_errors(overrides, pattern):

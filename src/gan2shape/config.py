@@ -200,7 +200,9 @@ class ReconConfig:
              "perceptual 'lpips' needs lpips_path (the LPIPS VGG16 linear weights)")
         need(self.mask in MASK_METHODS, f"mask must be one of {', '.join(MASK_METHODS)}")
         need(self.conventions in CONVENTIONS, f"conventions must be one of {CONVENTIONS}")
-        need(self.nf is None or self.nf >= 8, "nf must be >= 8")
+        gn_base = 8 if size >= 128 else 16
+        need(self.nf is None or (self.nf >= gn_base and self.nf % gn_base == 0),
+             f"nf must be a multiple of {gn_base} at {size} px (GroupNorm groups)")
         need(self.enc_nf >= 1, "enc_nf must be >= 1")
         need(0 < self.truncation <= 1, "truncation must be in (0, 1]")
 
