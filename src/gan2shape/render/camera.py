@@ -7,6 +7,7 @@ and (cx, cy) = ((W - 1) / 2, (H - 1) / 2). A physical view vector (rx, ry, rz, t
 translates them by (tx, ty, tz).
 """
 
+import functools
 import math
 
 import torch
@@ -30,15 +31,18 @@ def pixel_rays(u: torch.Tensor, v: torch.Tensor, height: int, width: int,
     return torch.stack([(u - cx) / fx, (v - cy) / fy, torch.ones_like(u)], dim=-1)
 
 
+@functools.lru_cache(maxsize=16)
+def _grid_rays(height: int, width: int, fov_deg: float, dtype: torch.dtype,
+               device: torch.device) -> torch.Tensor:
+    v, u = torch.meshgrid(torch.arange(height, dtype=dtype, device=device),
+                          torch.arange(width, dtype=dtype, device=device), indexing="ij")
+    return pixel_rays(u, v, height, width, fov_deg)
+
+
 def depth_to_points(depth: torch.Tensor, fov_deg: float = 10.0) -> torch.Tensor:
     """Back-project a depth map: depth (B, H, W) -> camera-space points (B, H, W, 3)."""
     _, h, w = depth.shape
-    v, u = torch.meshgrid(
-        torch.arange(h, dtype=depth.dtype, device=depth.device),
-        torch.arange(w, dtype=depth.dtype, device=depth.device),
-        indexing="ij",
-    )
-    return pixel_rays(u, v, h, w, fov_deg) * depth.unsqueeze(-1)
+    return _grid_rays(h, w, float(fov_deg), depth.dtype, depth.device) * depth.unsqueeze(-1)
 
 
 def project_points(points: torch.Tensor, height: int, width: int,
@@ -68,24 +72,22 @@ def view_to_transform(view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rotation_matrix(view[:, 0], view[:, 1], view[:, 2]), view[:, 3:]
 
 
-def _center(points: torch.Tensor, rot_center_depth: float) -> torch.Tensor:
-    return points.new_tensor([0.0, 0.0, rot_center_depth])
-
-
 def warp_points(points: torch.Tensor, view: torch.Tensor,
                 rot_center_depth: float = 1.0) -> torch.Tensor:
     """Forward warp: points (B, N, 3) -> R (p - c) + c + t, c = (0, 0, rot_center_depth)."""
     rot, trans = view_to_transform(view)
-    c = _center(points, rot_center_depth)
-    return (points - c) @ rot.transpose(1, 2) + c + trans.unsqueeze(1)
+    c = points.new_tensor([0.0, 0.0, rot_center_depth])
+    offset = c + trans - rot @ c  # (B, 3): one matmul and one add on the (B, N, 3) points
+    return torch.baddbmm(offset.unsqueeze(1), points, rot.transpose(1, 2))
 
 
 def inverse_warp_points(points: torch.Tensor, view: torch.Tensor,
                         rot_center_depth: float = 1.0) -> torch.Tensor:
     """Inverse of `warp_points`: points (B, N, 3) -> R^T (p - t - c) + c."""
     rot, trans = view_to_transform(view)
-    c = _center(points, rot_center_depth)
-    return (points - trans.unsqueeze(1) - c) @ rot + c
+    c = points.new_tensor([0.0, 0.0, rot_center_depth])
+    offset = c - ((trans + c).unsqueeze(1) @ rot).squeeze(1)  # c - R^T (t + c)
+    return torch.baddbmm(offset.unsqueeze(1), points, rot)
 
 
 def points_to_grid(points: torch.Tensor, fov_deg: float = 10.0) -> torch.Tensor:
@@ -95,6 +97,7 @@ def points_to_grid(points: torch.Tensor, fov_deg: float = 10.0) -> torch.Tensor:
     grid_sample(..., align_corners=True).
     """
     _, h, w, _ = points.shape
-    uv = project_points(points, h, w, fov_deg)
-    scale = uv.new_tensor([w - 1, h - 1])
-    return uv / scale * 2 - 1
+    fx, fy, _, _ = intrinsics(h, w, fov_deg)
+    # u = fx x / z + (W - 1) / 2, so 2 u / (W - 1) - 1 = x / z * 2 fx / (W - 1)
+    scale = points.new_tensor([2 * fx / (w - 1), 2 * fy / (h - 1)])
+    return points[..., :2] / points[..., 2:] * scale

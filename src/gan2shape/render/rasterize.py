@@ -14,6 +14,8 @@ at the image point u = (j + 0.5) / s - 0.5 + sample_offset (column), v likewise 
 the pixel coordinates of an H x W image whose camera is given by `fov_deg`.
 """
 
+import functools
+
 import torch
 
 from .camera import intrinsics, pixel_rays
@@ -50,9 +52,22 @@ def _from_samples(index: torch.Tensor, supersample: int, sample_offset: float) -
 
 
 def _corner_ids(faces: torch.Tensor, b: int, n: int) -> torch.Tensor:
-    """Rows of the (B * N)-row vertex table for every corner: (B, 3, F)."""
+    """Rows of the (B * N)-row vertex table for every corner: (B * 3 * F,), ordered
+    (batch, corner, face)."""
     offsets = torch.arange(b, device=faces.device).view(b, 1, 1) * n
-    return faces.t().unsqueeze(0) + offsets
+    return (faces.t().unsqueeze(0) + offsets).reshape(-1)
+
+
+@functools.lru_cache(maxsize=16)
+def _sample_rays(height: int, width: int, fov_deg: float, supersample: int,
+                 sample_offset: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Rays K^-1 (u, v, 1) through every sample: (H * s * W * s, 3)."""
+    hs, ws = height * supersample, width * supersample
+    i, j = torch.meshgrid(torch.arange(hs, dtype=dtype, device=device),
+                          torch.arange(ws, dtype=dtype, device=device), indexing="ij")
+    return pixel_rays(_from_samples(j, supersample, sample_offset),
+                      _from_samples(i, supersample, sample_offset),
+                      height, width, fov_deg).reshape(hs * ws, 3)
 
 
 def _visible_faces(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: int,
@@ -60,62 +75,60 @@ def _visible_faces(vertices: torch.Tensor, faces: torch.Tensor, height: int, wid
     """Z-buffer: for every sample, the GLOBAL id (b * F + f) of the nearest face, or -1.
 
     vertices: (B, N, 3); faces: (F, 3). Returns (B * H * s * W * s,) long.
+    (Few, large tensor operations: on a busy CPU each costs a thread hand-off.)
     """
+    b, n, _ = vertices.shape
+    n_faces = faces.shape[0]
     hs, ws = height * supersample, width * supersample
     fx, fy, cx, cy = intrinsics(height, width, fov_deg)
+    scale = vertices.new_tensor([fx * supersample, fy * supersample])
+    shift = vertices.new_tensor([_to_samples(cx, supersample, sample_offset),
+                                 _to_samples(cy, supersample, sample_offset)])
 
-    # Per vertex: sample coordinates and inverse depth; per face: (B, 3 corners, F) each.
-    b, n, _ = vertices.shape
-    inv_z = 1.0 / vertices[..., 2]
-    per_vertex = torch.stack([
-        _to_samples(vertices[..., 0] * inv_z * fx + cx, supersample, sample_offset),
-        _to_samples(vertices[..., 1] * inv_z * fy + cy, supersample, sample_offset),
-        inv_z,
-    ], dim=-1).reshape(b * n, 3)
-    x, y, iz = per_vertex.index_select(0, _corner_ids(faces, b, n).reshape(-1)).view(
-        b, 3, -1, 3).unbind(-1)
-    x0, x1, x2 = x.unbind(1)
-    y0, y1, y2 = y.unbind(1)
-    iz0, iz1, iz2 = iz.unbind(1)
-    e1x, e1y, e2x, e2y = x1 - x0, y1 - y0, x2 - x0, y2 - y0
-    det = e1x * e2y - e1y * e2x
+    # Per vertex (sample x, sample y, 1 / z); per face and corner: (B, 3, F, 3).
+    inv_z = vertices[..., 2:].reciprocal()
+    per_vertex = torch.cat([torch.addcmul(shift, vertices[..., :2] * inv_z, scale), inv_z], -1)
+    corners = per_vertex.reshape(b * n, 3).index_select(0, _corner_ids(faces, b, n))
+    corners = corners.view(b, 3, n_faces, 3)
+    p, iz = corners[..., :2], corners[..., 2]
+    edges = p[:, 1:] - p[:, :1]  # (B, 2, F, 2): e1, e2
+    det = edges[:, 0, :, 0] * edges[:, 1, :, 1] - edges[:, 0, :, 1] * edges[:, 1, :, 0]
     usable = (iz.amin(1) > 0) & (iz.amax(1) < 1 / _NEAR) & (det.abs() > _MIN_DET)
-    inv_det = torch.where(usable, 1.0 / det, torch.zeros_like(det))
+    inv_det = torch.where(usable, det.reciprocal(), 0.0)
 
     # Integer bounding box of samples, clipped to the screen; empty for unusable faces.
-    x_lo = (x.amin(1) - 1e-3).ceil_().clamp_(min=0)
-    x_hi = (x.amax(1) + 1e-3).floor_().clamp_(max=ws - 1)
-    y_lo = (y.amin(1) - 1e-3).ceil_().clamp_(min=0)
-    y_hi = (y.amax(1) + 1e-3).floor_().clamp_(max=hs - 1)
-    nx = (x_hi - x_lo + 1).clamp_(min=0).long()
-    ny = (y_hi - y_lo + 1).clamp_(min=0).long()
-    counts = torch.where(usable, nx * ny, torch.zeros_like(nx)).reshape(-1)
+    lo = (p.amin(1) - 1e-3).ceil_().clamp_(min=0)  # (B, F, 2)
+    hi = torch.minimum((p.amax(1) + 1e-3).floor_(), vertices.new_tensor([ws - 1, hs - 1]))
+    size = (hi - lo + 1).clamp_(min=0)
+    counts = torch.where(usable, size.prod(-1), 0.0).long().reshape(-1)
 
-    # Per face: barycentrics w1, w2 as affine functions of the (col, row) offset inside the
-    # box, inverse depth at the box origin's barycentrics plus its increments along w1, w2;
-    # and the box's width, first pixel id and first pair id.
-    dx, dy = x_lo - x0, y_lo - y0
-    a1, b1, a2, b2 = e2y * inv_det, -e2x * inv_det, -e1y * inv_det, e1x * inv_det
-    ftable = torch.stack([a1, b1, a1 * dx + b1 * dy, a2, b2, a2 * dx + b2 * dy,
-                          iz0, iz1 - iz0, iz2 - iz0], dim=-1).reshape(-1, 9)
-    batch = torch.arange(b, device=vertices.device).unsqueeze(1)
-    first_pixel = (batch * hs + y_lo.long()) * ws + x_lo.long()
+    # Barycentrics (w1, w2) = A (offset from vertex 0), A = [[e2y, -e2x], [-e1y, e1x]] / det,
+    # tabulated per face as A, (w1, w2) at the box origin, 1/z0, and 1/z1 - 1/z0, 1/z2 - 1/z0.
+    sign = vertices.new_tensor([[1.0, -1.0], [-1.0, 1.0]]).view(1, 2, 1, 2)
+    mat = edges.flip((1, 3)) * sign * inv_det.unsqueeze(1).unsqueeze(-1)  # (B, 2, F, 2)
+    w_origin = (mat * (lo - p[:, 0]).unsqueeze(1)).sum(-1)  # (B, 2, F)
+    ftable = torch.cat([mat.permute(0, 2, 1, 3).reshape(b, n_faces, 4),
+                        w_origin.transpose(1, 2), iz[:, 0].unsqueeze(-1),
+                        (iz[:, 1:] - iz[:, :1]).transpose(1, 2)], -1).reshape(-1, 9)
+    lo_i = lo.long()
+    batch = torch.arange(b, device=vertices.device).unsqueeze(1) * (hs * ws)
+    first_pixel = lo_i[..., 1] * ws + lo_i[..., 0] + batch
     starts = torch.cumsum(counts, 0) - counts
-    itable = torch.stack([nx.reshape(-1), first_pixel.reshape(-1), starts], dim=-1)
+    itable = torch.stack([size[..., 0].long().reshape(-1), first_pixel.reshape(-1), starts], -1)
 
-    # Enumerate the (face, sample) pairs of every bounding box.
+    # Enumerate the (face, sample) pairs of every bounding box: the k-th pair of a face is
+    # (row, col) = divmod(k, box width).
     face_ids = torch.repeat_interleave(counts)
     ci = itable.index_select(0, face_ids)
     k = torch.arange(face_ids.shape[0], device=vertices.device) - ci[:, 2]
     row = torch.div(k, ci[:, 0], rounding_mode="floor")
-    col = k - row * ci[:, 0]
-    pix = ci[:, 1] + row * ws + col
+    pix = ci[:, 1] + k + row * (ws - ci[:, 0])
     c = ftable.index_select(0, face_ids)
-    col_f, row_f = col.to(c.dtype), row.to(c.dtype)
-    w1 = torch.addcmul(torch.addcmul(c[:, 2], c[:, 0], col_f), c[:, 1], row_f)
-    w2 = torch.addcmul(torch.addcmul(c[:, 5], c[:, 3], col_f), c[:, 4], row_f)
-    inside = (torch.minimum(w1, w2) >= -_INSIDE_EPS) & (w1 + w2 <= 1 + _INSIDE_EPS)
-    inv_depth = torch.addcmul(torch.addcmul(c[:, 6], w1, c[:, 7]), w2, c[:, 8])
+    row_f = row.to(c.dtype).unsqueeze(1)
+    col_f = (k - row * ci[:, 0]).to(c.dtype).unsqueeze(1)
+    w = torch.addcmul(torch.addcmul(c[:, 4:6], c[:, 0:4:2], col_f), c[:, 1:4:2], row_f)
+    inside = (w.amin(-1) >= -_INSIDE_EPS) & (w.sum(-1) <= 1 + _INSIDE_EPS)
+    inv_depth = c[:, 6] + (w * c[:, 7:9]).sum(-1)
     # One int64 key per pair ordered by inverse depth, then face id (the bits of a positive
     # float32 sort as its value), so one scatter-amax finds the nearest face; exact ties
     # (shared edges) go to the largest id. Pairs outside their face go to a spare slot.
@@ -143,6 +156,42 @@ def rasterize_faces(vertices: torch.Tensor, faces: torch.Tensor, height: int, wi
     return torch.where(ids >= 0, ids - offsets, ids)
 
 
+class _PlaneDepth(torch.autograd.Function):
+    """Depth where each sample's ray meets the plane of its face, with a hand-written
+    backward (a few large operations instead of autograd's many).
+
+    corners: (3, F', 3) the corners v0, v1, v2 of every face (F' = B * F);
+    face: (B * P,) the face of each sample; covered: (B, P) bool; rays: (P, 3).
+    With n = (v1 - v0) x (v2 - v0) and h = n . v0 = det(v0, v1, v2), z = h / (n . r).
+    dz/dv_i = (c_i - z (a_i x r)) / (n . r), with c = (v1 x v2, v2 x v0, v0 x v1) and
+    a = (v1 - v2, v2 - v0, v0 - v1); summed per face, the ray enters only through
+    sum(g / (n . r)) and sum(g z / (n . r) r).
+    """
+
+    @staticmethod
+    def forward(ctx, corners, face, rays, covered):
+        v0, v1, v2 = corners.unbind(0)
+        normal = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
+        plane = torch.cat([normal, (normal * v0).sum(-1, keepdim=True)], -1)
+        seen = plane.index_select(0, face).view(*covered.shape, 4)
+        n_dot_r = torch.where(covered, (seen[..., :3] * rays).sum(-1), 1.0)
+        z = seen[..., 3] / n_dot_r
+        ctx.save_for_backward(corners, face, rays, n_dot_r, z)
+        return z
+
+    @staticmethod
+    def backward(ctx, grad_z):
+        corners, face, rays, n_dot_r, z = ctx.saved_tensors
+        s = grad_z / n_dot_r
+        per_sample = torch.cat([s.unsqueeze(-1), (s * z).unsqueeze(-1) * rays], -1)
+        per_face = corners.new_zeros(corners.shape[1], 4)
+        per_face.index_add_(0, face, per_sample.reshape(-1, 4))
+        nxt, nxt2 = corners.roll(-1, 0), corners.roll(-2, 0)  # (v1, v2, v0), (v2, v0, v1)
+        grad = (torch.linalg.cross(nxt, nxt2, dim=-1) * per_face[:, :1]
+                - torch.linalg.cross(nxt - nxt2, per_face[:, 1:].expand_as(corners), dim=-1))
+        return grad, None, None, None
+
+
 def rasterize_depth(vertices: torch.Tensor, faces: torch.Tensor, height: int, width: int,
                     fov_deg: float = 10.0, supersample: int = 1, sample_offset: float = 0.0,
                     background_depth: float = 100.0) -> torch.Tensor:
@@ -152,34 +201,17 @@ def rasterize_depth(vertices: torch.Tensor, faces: torch.Tensor, height: int, wi
     Returns depth: (B, H * s, W * s), background_depth where nothing is hit.
     """
     b, n, _ = vertices.shape
-    n_faces = faces.shape[0]
     hs, ws = height * supersample, width * supersample
     with torch.no_grad():
         ids = _visible_faces(vertices, faces, height, width, fov_deg, supersample,
                              sample_offset).view(b, hs * ws)
         covered = ids >= 0
-        # Only the faces some sample sees, compacted without sorting: (K,) global ids, and
-        # for every sample the row of its face among them (0 where nothing is hit).
-        seen = torch.zeros(b * n_faces + 1, dtype=torch.bool, device=ids.device)
-        seen[ids] = True  # -1 marks the spare last entry
-        seen = seen[:-1]
-        seen_ids = seen.nonzero().squeeze(1)
-        rows = torch.cumsum(seen, 0) - 1
-        sample_rows = rows.index_select(0, ids.clamp(min=0).reshape(-1)).clamp(min=0)
-        batch = torch.div(seen_ids, n_faces, rounding_mode="floor")
-        vertex_ids = faces.index_select(0, seen_ids - batch * n_faces) + (batch * n)[:, None]
-        i, j = torch.meshgrid(torch.arange(hs, dtype=vertices.dtype, device=ids.device),
-                              torch.arange(ws, dtype=vertices.dtype, device=ids.device),
-                              indexing="ij")
-        ray = pixel_rays(_from_samples(j, supersample, sample_offset),
-                         _from_samples(i, supersample, sample_offset),
-                         height, width, fov_deg).reshape(1, hs * ws, 3)
-    # The plane n . X = n . v0 of each face as q = n / (n . v0), so that the ray X = z * ray
-    # meets it at 1 / z = q . ray: exact, perspective-correct depth.
-    points = vertices.reshape(b * n, 3)
-    v0, v1, v2 = (points.index_select(0, vertex_ids[:, c]) for c in range(3))
-    normal = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
-    plane = normal / (normal * v0).sum(-1, keepdim=True)
-    inv_depth = (plane.index_select(0, sample_rows).view(b, hs * ws, 3) * ray).sum(-1)
-    depth = torch.where(covered, 1.0 / inv_depth, background_depth)
-    return depth.view(b, hs, ws)
+    rays = _sample_rays(height, width, float(fov_deg), supersample, float(sample_offset),
+                        vertices.dtype, vertices.device)
+    # Corners ordered (corner, batch, face): (3, B * F, 3). The depth is exact and
+    # perspective-correct: the ray X = z * r meets the plane n . X = n . v0.
+    corner_major = (faces.t().unsqueeze(1)
+                    + torch.arange(b, device=faces.device).view(1, b, 1) * n).reshape(-1)
+    corners = vertices.reshape(b * n, 3).index_select(0, corner_major).view(3, -1, 3)
+    z = _PlaneDepth.apply(corners, ids.clamp(min=0).reshape(-1), rays, covered)
+    return torch.where(covered, z, background_depth).view(b, hs, ws)

@@ -53,7 +53,7 @@ def warp_canon_depth(depth: torch.Tensor, view: torch.Tensor, fov_deg: float = 1
     view_depth = rasterize_depth(vertices, faces, h, w, fov_deg, supersample, offset,
                                     BACKGROUND_DEPTH)
     if supersample > 1:
-        view_depth = F.avg_pool2d(view_depth.unsqueeze(1), supersample).squeeze(1)
+        view_depth = view_depth.view(b, h, supersample, w, supersample).mean((2, 4))
     view_depth = view_depth.clamp(*DEPTH_CLAMP)
     return view_depth, (view_depth < DEPTH_CLAMP[1]).to(depth.dtype)
 
