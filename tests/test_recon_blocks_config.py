@@ -50,7 +50,7 @@ def test_presets_carry_the_release_settings(name):
     assert (c.lam_perc, c.lam_smooth, c.lam_regular) == (0.5, 0.01, 0.01)
     assert (c.min_depth, c.max_depth, c.xyz_rotation_range, c.xy_translation_range,
             c.z_translation_range, c.fov, c.rot_center_depth) == (0.9, 1.1, 60, 0.1, 0, 10, 1)
-    assert c.effective_border_depth() == pytest.approx(0.7 * 1.1 + 0.3 * 0.9)
+    assert c.border_depth is None  # the release's 0.7 * max_depth + 0.3 * min_depth
     assert c.prior_far == (1.0 if name == "church" else 1.02) and c.prior_near == 0.91
     assert c.prior_iters == 1000 and c.nf is None and c.enc_nf == 32
 

@@ -138,11 +138,6 @@ class ReconConfig:
                          self.flip1_cfg[i], self.flip3_cfg[i]))
         return plan
 
-    def effective_border_depth(self) -> float:
-        if self.border_depth is not None:
-            return self.border_depth
-        return 0.7 * self.max_depth + 0.3 * self.min_depth
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

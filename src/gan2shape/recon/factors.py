@@ -86,23 +86,6 @@ def view_from_raw(raw: torch.Tensor, view_mean: torch.Tensor | None = None,
     ], 1)
 
 
-def raw_from_view(view: torch.Tensor, rotation_range_deg: float = 60.0,
-                  xy_translation_range: float = 0.1,
-                  z_translation_range: float = 0.0) -> torch.Tensor:
-    """Inverse of :func:`view_from_raw` without a mean: physical (B, 6) -> raw (B, 6).
-
-    A zero range (the release's z translation) maps to raw 0.
-    """
-    def div(x: torch.Tensor, scale: float) -> torch.Tensor:
-        return x / scale if scale != 0 else torch.zeros_like(x)
-
-    return torch.cat([
-        div(view[:, :3], math.pi / 180 * rotation_range_deg),
-        div(view[:, 3:5], xy_translation_range),
-        div(view[:, 5:], z_translation_range),
-    ], 1)
-
-
 @dataclass
 class Light:
     """Lambertian light per image: ambient (B,), diffuse (B,), unit direction (B, 3)."""

@@ -331,11 +331,6 @@ class ViewLightPrior:
         """Raw lights (n, 4) from the light normal."""
         return self._sample(self.light_mean, self._light_factor, n, generator)
 
-    def to_dicts(self) -> tuple[dict, dict]:
-        """The view and light priors as the release's ``{'mean', 'cov'}`` dicts (float32)."""
-        return ({"mean": self.view_mean.float(), "cov": self.view_cov.float()},
-                {"mean": self.light_mean.float(), "cov": self.light_cov.float()})
-
 
 def sample_random_light(n: int, ambient: torch.Tensor, diffuse: torch.Tensor,
                         rand_light: Sequence[float] = (-1, 1, -0.2, 0.8, -0.1, 0.6, -0.6),
