@@ -136,7 +136,8 @@ def _check_finite(x: torch.Tensor, what: str) -> None:
 class Reconstructor:
     """GAN2Shape for one image at a time, with a frozen StyleGAN2.
 
-    gan: a ``StyleGAN2`` (``.generator``, ``.discriminator``); config: a ``ReconConfig``;
+    gan: a ``StyleGAN2`` (``.generator``, ``.discriminator``), frozen in place (eval mode,
+    ``requires_grad`` off) and moved to ``device``; config: a ``ReconConfig``;
     pretrained: the release's GAN2Shape weights (path or dict with netD, netA, netV, netL,
     netEnc; any subset), loaded strictly; device: where to run (default: the GAN's);
     segmenter: optional callable for the ``segmenter`` mask method; sequences: the frames

@@ -149,9 +149,11 @@ class Context:
         Returns projected (B, 3, S, S) and offset (B, style_dim).
         """
         enc = self.nets["netEnc"]
-        code = enc(images)
-        if self.cfg.relative_enc:
-            code = code - enc(target.gan_image)
+        if self.cfg.relative_enc:  # one batch: the encoder has no batch-dependent layers
+            codes = enc(torch.cat([images, target.gan_image]))
+            code = codes[:-1] - codes[-1:]
+        else:
+            code = enc(images)
         offset = self.generator.mapping(code + self.center_h, self.mapping_split) - self.center_w
         projected = self.render_latent(target.latent + offset, target.origin_size)
         return projected, offset
