@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,7 +107,7 @@ class ReconResult:
         export.save_rgb(self.canonical, out / "canonical.png")
         rx, ry, rz, tx, ty, tz = (float(v) for v in self.view)
         save_json({"rotation_rad": [rx, ry, rz], "translation": [tx, ty, tz],
-                   "rotation_deg": [float(torch.tensor(a).rad2deg()) for a in (rx, ry, rz)],
+                   "rotation_deg": [math.degrees(a) for a in (rx, ry, rz)],
                    "fov_deg": self.fov_deg, "rot_center_depth": self.rot_center_depth,
                    "convention": "rotate about (0, 0, rot_center_depth) by Rz Ry Rx, "
                                  "then translate"}, out / "view.json")
