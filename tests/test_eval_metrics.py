@@ -133,6 +133,8 @@ def test_gt_depth_png_convention_and_round_trip(tmp_path):
     np.testing.assert_allclose(small[:, 3], 1.1, atol=1e-4)
     cropped = gt_depth_from_png(tmp_path / "big.png", crop=4).numpy()
     np.testing.assert_allclose(cropped, big[6:10, 6:10] * 0.2 + 0.9, atol=1e-4)
+    whole = gt_depth_from_png(tmp_path / "big.png", crop=170).numpy()  # larger crop: no-op
+    np.testing.assert_allclose(whole, big * 0.2 + 0.9, atol=1e-4)
 
 
 def test_baselines_by_hand():

@@ -89,10 +89,12 @@ def _read_gray(path: Path) -> np.ndarray:
 
 
 def center_crop(array: np.ndarray, crop: int) -> np.ndarray:
-    """The central crop x crop pixels of (H, W) (the release's CenterCrop for even sizes)."""
+    """The central crop x crop pixels of (H, W), offsets rounded as torchvision's CenterCrop
+    (the release's). A map no larger than the crop is returned whole, as the reconstruction
+    treats such images."""
     h, w = array.shape[:2]
-    if crop > min(h, w):
-        raise UserError(f"crop {crop} is larger than the {w}x{h} image")
+    if crop >= min(h, w):
+        return array
     top, left = int(round((h - crop) / 2.0)), int(round((w - crop) / 2.0))
     return array[top:top + crop, left:left + crop]
 
