@@ -15,6 +15,16 @@ from gan2shape.render import (
     warp_points,
 )
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are small: on the shared CPU intra-op threads only add hand-off waits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 FOV_DEG = 10.0
 
 
@@ -113,28 +123,47 @@ def random_view(rng: np.random.Generator, max_deg: float = 60.0) -> np.ndarray:
     return np.concatenate([rot, rng.uniform(-0.1, 0.1, 2), [0.0]])
 
 
-def compare(depths, views, conventions, dtype=torch.float64):
-    ours, ours_mask = warp_canon_depth(torch.tensor(np.stack(depths), dtype=dtype),
-                                       torch.tensor(np.stack(views), dtype=dtype),
-                                       fov_deg=FOV_DEG, conventions=conventions)
+def compare(depths, views, conventions, dtypes=(torch.float64,)):
+    """Worst depth error where both are valid, fraction of mask disagreements and of
+    pixels both call valid, over the dtypes the rasteriser runs in."""
     ref = np.stack([reference_render(d, v, conventions)
                     for d, v in zip(depths, views, strict=True)])
     ref_mask = ref < 1.2
-    ours, ours_mask = ours.double().numpy(), ours_mask.numpy() > 0
-    both = ref_mask & ours_mask
-    mask_disagree = (ref_mask != ours_mask).mean()
-    return np.abs(ours - ref)[both].max(), mask_disagree, both.mean()
+    results = []
+    for dtype in dtypes:
+        ours, ours_mask = warp_canon_depth(torch.tensor(np.stack(depths), dtype=dtype),
+                                           torch.tensor(np.stack(views), dtype=dtype),
+                                           fov_deg=FOV_DEG, conventions=conventions)
+        ours, ours_mask = ours.double().numpy(), ours_mask.numpy() > 0
+        both = ref_mask & ours_mask
+        results.append((np.abs(ours - ref)[both].max(), (ref_mask != ours_mask).mean(),
+                        both.mean()))
+    return tuple(max(r[i] for r in results) if i < 2 else min(r[i] for r in results)
+                 for i in range(3))
 
 
 @pytest.mark.parametrize("conventions", ["clean", "release"])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_random_smooth_depth_random_views(conventions, dtype):
+def test_random_smooth_depth_random_views(conventions):
     rng = np.random.default_rng(3)
-    size = 20
-    depths = [smooth_depth(rng, size) for _ in range(3)]
-    views = [random_view(rng) for _ in range(3)]
-    err, disagree, coverage = compare(depths, views, conventions, dtype)
+    size, count = (20, 3) if conventions == "clean" else (16, 2)
+    depths = [smooth_depth(rng, size) for _ in range(count)]
+    views = [random_view(rng) for _ in range(count)]
+    err, disagree, coverage = compare(depths, views, conventions,
+                                      (torch.float64, torch.float32))
     assert coverage > 0.3  # the comparison is not vacuous
+    assert err < 1e-4
+    assert disagree <= 0.005
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("conventions", ["clean", "release"])
+def test_many_random_views_larger_maps(conventions):
+    rng = np.random.default_rng(11)
+    depths = [smooth_depth(rng, 32) for _ in range(8)]
+    views = [random_view(rng) for _ in range(8)]
+    err, disagree, coverage = compare(depths, views, conventions,
+                                      (torch.float64, torch.float32))
+    assert coverage > 0.3
     assert err < 1e-4
     assert disagree <= 0.005
 
