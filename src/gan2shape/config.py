@@ -70,6 +70,13 @@ class ReconConfig:
     reset_weight: bool = True
     joint_train: bool = False
     # method switches
+    # False: the "no GAN" ablation. Step 2 and the collection of projected samples are
+    # skipped (they only serve the samples) and Step 3 trains the depth, albedo, view and
+    # light networks on the input image alone (the Step-1 loss), for the same Step-1 and
+    # Step-3 iterations from the same shape prior. The generator never runs (the latent is
+    # ignored, the sequences' GAN rows are the plain reprojections); the discriminator still
+    # serves as the perceptual feature network when perceptual is 'discriminator'.
+    use_gan_samples: bool = True
     batchsize: int = 16
     collect_iters: int = 100
     use_mask: bool = False

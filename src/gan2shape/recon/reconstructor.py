@@ -212,8 +212,10 @@ class Reconstructor:
         origin = image.shape[-1]
         x = self._crop_resize(image.float().unsqueeze(0).to(dev), origin)
         latent = latent.to(dev)
-        with torch.no_grad():
-            gan_image = self.ctx.render_latent(latent, origin)
+        gan_image = None
+        if cfg.use_gan_samples:
+            with torch.no_grad():
+                gan_image = self.ctx.render_latent(latent, origin)
         if mask is not None:
             mask = torch.as_tensor(mask).float().to(dev)
             mask = mask.reshape(1, 1, *mask.shape[-2:])
@@ -278,11 +280,16 @@ class Reconstructor:
         return loss
 
     def run_stage(self, target: steps.Target, stage: Stage, desc: str) -> dict[str, float]:
-        """Steps 1, 2 (+ collection) and 3 of one stage; returns the last loss of each."""
+        """Steps 1, 2 (+ collection) and 3 of one stage; returns the last loss of each.
+        Without GAN samples: Step 1, then Step 3 on the input image alone."""
         ctx = self.ctx
         last = {}
         last["step1"] = self._train(steps.STEP1_NETS, stage.step1, f"{desc} step 1",
                                     lambda: steps.step1_loss(ctx, target, stage.flip1))
+        if not self.cfg.use_gan_samples:
+            last["step3"] = self._train(steps.STEP3_NETS, stage.step3, f"{desc} step 3",
+                                        lambda: steps.step3_input_loss(ctx, target, stage.flip3))
+            return last
         canon = steps.canon_of(ctx, target)
         last["step2"] = self._train(steps.STEP2_NETS, stage.step2, f"{desc} step 2",
                                     lambda: steps.step2_loss(ctx, target, canon))

@@ -3,7 +3,8 @@
 Each sequence is made twice, as in the paper's figures: rendered from the textured mesh
 (``render_mesh``, background white) and re-projected through the GAN (the canonical
 texture warped into the view, then projected onto the GAN manifold by the latent encoder
-and the generator), which fills in what the mesh cannot show.
+and the generator), which fills in what the mesh cannot show. Without GAN samples
+(``use_gan_samples`` off) the GAN never runs and the second row is the plain reprojection.
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ def make_sequences(ctx: Context, target: Target, depth: torch.Tensor, albedo: to
     relight_mesh = render_mesh(depth.expand(r, -1, -1), relit, view.expand(r, -1),
                                background=1.0, **kw).clamp(-1, 1)
     relit_view, _ = ctx.render(depth.expand(r, -1, -1), relit, view.expand(r, -1))
+    if not cfg.use_gan_samples:
+        return {"rotation_mesh": rotation_mesh.clamp(-1, 1), "rotation_gan": rotated,
+                "relight_mesh": relight_mesh, "relight_gan": relit_view}
     return {"rotation_mesh": rotation_mesh.clamp(-1, 1),
             "rotation_gan": through_gan(ctx, target, rotated),
             "relight_mesh": relight_mesh,

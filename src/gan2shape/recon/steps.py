@@ -5,7 +5,9 @@ fixed. Step 2 renders pseudo samples (the current shape and albedo under random 
 lights), projects them onto the GAN's image manifold through the latent encoder's offset,
 trains that encoder, and then collects projected samples. Step 3 trains the depth, albedo,
 view and light networks to explain the projected samples and the input image, optionally
-with the horizontally flipped depth and albedo as a second explanation (symmetry).
+with the horizontally flipped depth and albedo as a second explanation (symmetry). Without
+GAN samples (the config's ``use_gan_samples`` off, the "no GAN" ablation) Step 3 explains
+the input image alone (:func:`step3_input_loss`) and the generator never runs.
 
 Every step computes gradients only for the weights it trains: the GAN's parameters never
 require gradients, and networks a step holds fixed run under ``torch.no_grad``.
@@ -35,13 +37,14 @@ class Target:
     """One image to reconstruct, in the reconstruction's space (S = image_size).
 
     image (1, 3, S, S) in [-1, 1]; latent (1, style_dim) in W; gan_image (1, 3, S, S): the
-    GAN's image of ``latent`` brought to the same space; mask (1, 1, S, S) in [0, 1] or None;
-    origin_size: the side of the image file before cropping (for the release's ``crop``).
+    GAN's image of ``latent`` brought to the same space (None without GAN samples);
+    mask (1, 1, S, S) in [0, 1] or None; origin_size: the side of the image file before
+    cropping (for the release's ``crop``).
     """
 
     image: torch.Tensor
     latent: torch.Tensor
-    gan_image: torch.Tensor
+    gan_image: torch.Tensor | None
     mask: torch.Tensor | None = None
     origin_size: int | None = None
 
@@ -111,6 +114,9 @@ class Context:
         self.light_mean = prior.light_mean.float().to(device) if cfg.add_mean_L else None
         split = 8 - cfg.F1_d  # mapping modules [0, split) are the head, [split, 9) the tail
         self.mapping_split = split
+        self.center_w = self.center_h = self.mean_w = None
+        if not cfg.use_gan_samples:
+            return
         with torch.no_grad():
             zero = torch.zeros(1, generator.style_dim, device=device)
             self.center_w = generator.mapping(zero)
@@ -329,6 +335,12 @@ class SampleCycler:
 
 
 # --- Step 3 ------------------------------------------------------------------------------
+
+def step3_input_loss(ctx: Context, target: Target, flip: bool = False) -> torch.Tensor:
+    """Step 3 without GAN samples: depth, albedo, view and light networks on the Step-1
+    loss of the input image alone."""
+    return reconstruction_loss(ctx, target.image, ctx.predict(target.image, STEP3_NETS, flip))
+
 
 def step3_loss(ctx: Context, target: Target, images: torch.Tensor, masks: torch.Tensor,
                flip: bool = False) -> torch.Tensor:
