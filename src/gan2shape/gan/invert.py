@@ -1,0 +1,415 @@
+"""Projection of images into a StyleGAN2's latent space by optimisation.
+
+The recipe is StyleGAN2's projector (Karras et al. 2020, appendix D): start from the mean
+latent, optimise with Adam under a learning rate that ramps up over the first 5 % of the
+steps and down (cosine) over the last 25 %, add latent noise that decays to zero over the
+first 75 % (it keeps the early steps from settling in a poor basin), and, when the generator's
+noise maps are optimised too, regularise them towards white noise at every scale and
+renormalise them after every step. The reconstruction loss is a pixel MSE plus a perceptual
+term: distances between the GAN discriminator's first feature maps (no extra weights needed)
+or, when the user supplies VGG16 weights, LPIPS-style normalised VGG16 features.
+
+Each image has its own latent (and noise maps); the loss is a sum of per-image terms and the
+discriminator features have no cross-batch terms, so a batch inverts exactly as its images
+would one by one.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+
+# Below this PSNR (dB) the projection is reported as a poor explanation of the photo; the
+# value comes from measurements of the embedded model (benchmarks/invert.py, issue-5 note):
+# its own samples are recovered at 27-33 dB, out-of-distribution photos stay under 18 dB.
+POOR_FIT_PSNR_DB = 20.0
+D_FEATURE_BLOCKS = 4  # as the release's discriminator-feature loss
+MEAN_LATENT_SAMPLES = 4096  # W samples for the starting point and the latent-noise scale
+MEAN_LATENT_SEED = 0
+
+
+class PoorFitWarning(UserWarning):
+    """The projection explains the image badly (the image is far from the GAN's range)."""
+
+
+@dataclass
+class InversionResult:
+    """latents: (B, D) in W or (B, n_latent, D) in W+; images: (B, 3, S, S) projected;
+    losses: name -> (B,) final per-image terms; psnr_db: (B,) of the projection against the
+    target (over the mask when one is given); history: (step, mean PSNR) pairs."""
+
+    latents: torch.Tensor
+    images: torch.Tensor
+    losses: dict[str, torch.Tensor]
+    psnr_db: torch.Tensor
+    noise: list[torch.Tensor] | None
+    history: list[tuple[int, float]]
+
+
+def learning_rate(t: float, lr: float, rampup: float = 0.05, rampdown: float = 0.25) -> float:
+    """StyleGAN2 projector schedule at progress t in [0, 1]: linear warm-up, cosine decay."""
+    ramp = min(1.0, (1.0 - t) / rampdown) if rampdown > 0 else 1.0
+    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+    if rampup > 0:
+        ramp *= min(1.0, t / rampup)
+    return lr * ramp
+
+
+def noise_regularisation(noises: list[torch.Tensor]) -> torch.Tensor:
+    """Per-image sum over maps and scales of squared one-pixel autocorrelations.
+
+    noises: list of (B, 1, r, r) -> (B,). White noise scores 0; each map is average-pooled by
+    2 down to 8 x 8 so that correlations at every scale are penalised.
+    """
+    total = 0.0
+    for noise in noises:
+        n = noise
+        while True:
+            total = total + (n * n.roll(1, dims=3)).mean(dim=(1, 2, 3)).pow(2)
+            total = total + (n * n.roll(1, dims=2)).mean(dim=(1, 2, 3)).pow(2)
+            if n.shape[2] <= 8:
+                break
+            n = F.avg_pool2d(n, 2)
+    return total
+
+
+def psnr_db(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """PSNR (dB) of images in [-1, 1] (clamped), peak 1 on the [0, 1] scale: (B, C, H, W) -> (B,).
+
+    mask: (B, 1, H, W) weights in [0, 1] (None: every pixel).
+    """
+    err = ((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2).pow(2)
+    mse = _masked_mean(err, mask)
+    return -10 * torch.log10(mse.clamp_min(1e-10))
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Per-image mean of x (B, C, H, W) weighted by mask (B, 1, H', W') resized to (H, W)."""
+    if mask is None:
+        return x.flatten(1).mean(1)
+    if mask.shape[-2:] != x.shape[-2:]:
+        mask = F.adaptive_avg_pool2d(mask, x.shape[-2:])
+    weighted = (x * mask).flatten(1).sum(1)
+    return weighted / (mask.flatten(1).sum(1) * x.shape[1]).clamp_min(1e-8)
+
+
+class DiscriminatorFeatures:
+    """Perceptual distance from a StyleGAN2 discriminator's first blocks.
+
+    distance(x, target_features) -> (B,): sum over blocks of the (masked) mean absolute
+    difference, each block's difference divided by the target's mean absolute activation so
+    that blocks of different magnitudes weigh alike.
+    """
+
+    def __init__(self, discriminator: torch.nn.Module, n_blocks: int = D_FEATURE_BLOCKS):
+        n_blocks = min(n_blocks, len(discriminator.convs))
+        self.discriminator = discriminator
+        self.n_blocks = n_blocks
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.discriminator.features(images, self.n_blocks)
+
+    def distance(self, images, target_features, mask=None) -> torch.Tensor:
+        total = 0.0
+        for f, t in zip(self.features(images), target_features, strict=True):
+            scale = t.abs().flatten(1).mean(1).clamp_min(1e-6)
+            total = total + _masked_mean((f - t).abs(), mask) / scale
+        return total
+
+
+class VGGFeatures:
+    """LPIPS-style distance (no learned linear heads) from user-supplied VGG16 weights.
+
+    ``weights``: a state dict in torchvision's VGG16 layout (``features.{i}.weight/bias``) or
+    a path to one. Features after relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3 are
+    normalised to unit length over channels; the distance is the sum over layers of the
+    (masked) mean squared difference. Inputs in [-1, 1] are mapped to ImageNet statistics.
+    """
+
+    # (out channels, convs) per VGG16 stage; stages are separated by 2x2 max-pooling.
+    STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+    MEAN = (0.485, 0.456, 0.406)
+    STD = (0.229, 0.224, 0.225)
+
+    def __init__(self, weights, device="cpu", min_size: int = 64):
+        from ..fileio import load_torch
+
+        state = load_torch(weights, "VGG16 weights") if not isinstance(weights, dict) else weights
+        if "state_dict" in state:
+            state = state["state_dict"]
+        self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        index = 0
+        try:
+            for stage, (_, convs) in enumerate(self.STAGES):
+                for _ in range(convs):
+                    w = state[f"features.{index}.weight"].float().to(device)
+                    b = state[f"features.{index}.bias"].float().to(device)
+                    self.layers.append((w, b))
+                    index += 2  # conv, relu
+                if stage < len(self.STAGES) - 1:
+                    index += 1  # max-pool
+        except KeyError as exc:
+            raise UserError(
+                f"VGG16 weights lack {exc.args[0]} (torchvision layout expected)") from exc
+        self.mean = torch.tensor(self.MEAN, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(self.STD, device=device).view(1, 3, 1, 1)
+        self.min_size = min_size
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = ((images + 1) / 2 - self.mean) / self.std
+        if x.shape[-1] < self.min_size:  # five poolings need some room
+            x = F.interpolate(x, size=self.min_size, mode="bilinear", align_corners=False)
+        out, k = [], 0
+        for stage, (_, convs) in enumerate(self.STAGES):
+            if stage:
+                x = F.max_pool2d(x, 2)
+            for _ in range(convs):
+                w, b = self.layers[k]
+                x = F.relu(F.conv2d(x, w, b, padding=1))
+                k += 1
+            out.append(x / (x.pow(2).sum(1, keepdim=True).sqrt() + 1e-10))
+        return out
+
+    def distance(self, images, target_features, mask=None) -> torch.Tensor:
+        total = 0.0
+        for f, t in zip(self.features(images), target_features, strict=True):
+            total = total + _masked_mean((f - t).pow(2), mask) * f.shape[1]
+        return total
+
+
+def invert(
+    generator: torch.nn.Module,
+    images: torch.Tensor,
+    steps: int = 500,
+    lr: float = 0.1,
+    lr_rampup: float = 0.05,
+    lr_rampdown: float = 0.25,
+    w_plus: bool = False,
+    w_plus_lr_mult: float = 0.1,
+    optimise_noise: bool = False,
+    noise_weight: float = 1e5,
+    latent_noise: float = 0.05,
+    latent_noise_ramp: float = 0.75,
+    perceptual: str = "discriminator",
+    discriminator: torch.nn.Module | None = None,
+    vgg_weights=None,
+    perceptual_weight: float = 0.1,
+    pixel_weight: float = 1.0,
+    mask: torch.Tensor | None = None,
+    init: str | torch.Tensor = "mean",
+    seed: int | Sequence[int] = 0,
+    callback: Callable[[int, torch.Tensor], None] | None = None,
+    record_every: int = 0,
+) -> InversionResult:
+    """Project ``images`` (B, 3, S, S) in [-1, 1] into the generator's W (or W+) space.
+
+    generator: a StyleGAN2 generator (``mapping``, ``synthesis``, ``mean_latent``); its
+    stored noise maps are used unless ``optimise_noise``, in which case per-image copies are
+    optimised (with ``noise_weight`` times the noise regularisation) and returned.
+    perceptual: "discriminator" (needs ``discriminator``), "vgg" (needs ``vgg_weights``)
+    or "none". mask: (B, 1, S, S) or (1, 1, S, S) weights in [0, 1] restricting every loss.
+    init: "mean" or a latent (B or 1, D) / (B or 1, n_latent, D) to start from.
+    seed: one seed for every image or one per image; each image draws its latent jitter and
+    initial noise maps from its own stream, so batching does not change its result.
+    Losses are per image: pixel MSE, perceptual distance, noise regularisation, total.
+    callback(step, per-image PSNR) is called every ``record_every`` steps (0: never), and
+    the same points are kept in ``history``.
+    """
+    device = images.device
+    b, _, size, _ = images.shape
+    if size != generator.size or images.shape[-1] != size:
+        raise UserError(f"images are {tuple(images.shape[-2:])}, the GAN makes {generator.size} px")
+    if mask is not None:
+        mask = mask.to(device=device, dtype=images.dtype).expand(b, 1, -1, -1)
+    seeds = [seed] * b if isinstance(seed, int) else list(seed)
+    if len(seeds) != b:
+        raise ValueError(f"{len(seeds)} seeds for {b} images")
+    # One random stream per image: an image's result does not depend on its batch-mates.
+    rngs = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+
+    def randn(shape) -> torch.Tensor:
+        """(B, *shape) normal samples, row k from image k's stream."""
+        return torch.stack([torch.randn(shape, generator=g) for g in rngs]).to(device)
+
+    frozen = [generator] + ([discriminator] if discriminator is not None else [])
+    flags = [[p.requires_grad for p in m.parameters()] for m in frozen]
+    for m in frozen:
+        m.requires_grad_(False)
+
+    try:
+        target = images.detach()
+        metric = _perceptual(perceptual, discriminator, vgg_weights, device)
+        target_features = None
+        if metric is not None:
+            with torch.no_grad():
+                target_features = [f.detach() for f in metric.features(target)]
+
+        with torch.no_grad():
+            fixed = torch.Generator(device="cpu").manual_seed(MEAN_LATENT_SEED)
+            w_samples = generator.mapping(
+                torch.randn(MEAN_LATENT_SAMPLES, generator.style_dim, generator=fixed).to(device))
+            w_mean = w_samples.mean(0, keepdim=True)
+            w_std = float((w_samples - w_mean).pow(2).sum(1).mean().sqrt())
+        # W+ is parameterised as a shared W latent plus per-layer offsets that start at zero
+        # and move at a fraction of the learning rate: the shared part follows the same path
+        # as a W-only inversion, and the offsets only refine it.
+        start = _initial_latent(init, w_mean, b, generator, w_plus)
+        base = (start.mean(1) if w_plus else start).clone().requires_grad_(True)
+        groups = [{"params": [base], "lr_mult": 1.0}]
+        offsets = None
+        if w_plus:
+            offsets = (start - start.mean(1, keepdim=True)).clone().requires_grad_(True)
+            groups.append({"params": [offsets], "lr_mult": w_plus_lr_mult})
+        noises = None
+        if optimise_noise:
+            noises = [randn(n.shape[1:]).requires_grad_(True) for n in generator.stored_noise()]
+            groups.append({"params": noises, "lr_mult": 1.0})
+        optimiser = torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999))
+
+        def current_latent() -> torch.Tensor:
+            return base if offsets is None else base[:, None, :] + offsets
+
+        history: list[tuple[int, float]] = []
+
+        for step in range(steps):
+            t = step / max(steps, 1)
+            for group in optimiser.param_groups:
+                group["lr"] = group["lr_mult"] * learning_rate(t, lr, lr_rampup, lr_rampdown)
+            noise_scale = w_std * latent_noise * max(0.0, 1 - t / latent_noise_ramp) ** 2
+            latent = current_latent()
+            jitter = randn(latent.shape[1:]) * noise_scale
+            projected = generator.synthesis(latent + jitter, noise=noises or "stored")
+            losses = _losses(projected, target, metric, target_features, mask, noises,
+                             pixel_weight, perceptual_weight, noise_weight)
+            optimiser.zero_grad(set_to_none=True)
+            losses["total"].sum().backward()
+            optimiser.step()
+            if noises is not None:
+                with torch.no_grad():  # keep the noise maps zero-mean, unit-variance
+                    for n in noises:
+                        n -= n.mean(dim=(1, 2, 3), keepdim=True)
+                        n *= n.pow(2).mean(dim=(1, 2, 3), keepdim=True).rsqrt()
+            if record_every and ((step + 1) % record_every == 0 or step + 1 == steps):
+                with torch.no_grad():
+                    current = psnr_db(projected.detach(), target, mask)
+                history.append((step + 1, float(current.mean())))
+                if callback is not None:
+                    callback(step + 1, current)
+
+        with torch.no_grad():
+            latent = current_latent()
+            final = generator.synthesis(latent, noise=noises or "stored")
+            losses = _losses(final, target, metric, target_features, mask, noises,
+                             pixel_weight, perceptual_weight, noise_weight)
+            if offsets is not None:
+                # Keep the shared W part alone where it explains the image better than with
+                # its per-layer offsets, so W+ never ends worse than its own W component.
+                shared = base[:, None, :].expand_as(latent)
+                alt = generator.synthesis(shared, noise=noises or "stored")
+                alt_losses = _losses(alt, target, metric, target_features, mask, noises,
+                                     pixel_weight, perceptual_weight, noise_weight)
+                better = alt_losses["total"] < losses["total"]
+                latent = torch.where(better[:, None, None], shared, latent)
+                final = torch.where(better[:, None, None, None], alt, final)
+                losses = {k: torch.where(better, alt_losses[k], v) for k, v in losses.items()}
+            psnr = psnr_db(final, target, mask)
+    finally:  # give the networks back as they came
+        for m, m_flags in zip(frozen, flags, strict=True):
+            for p, flag in zip(m.parameters(), m_flags, strict=True):
+                p.requires_grad_(flag)
+    return InversionResult(
+        latents=latent.detach(),
+        images=final.detach(),
+        losses={k: v.detach() for k, v in losses.items()},
+        psnr_db=psnr,
+        noise=None if noises is None else [n.detach() for n in noises],
+        history=history,
+    )
+
+
+def _perceptual(kind: str, discriminator, vgg_weights, device):
+    if kind == "none":
+        return None
+    if kind == "discriminator":
+        if discriminator is None:
+            raise UserError("perceptual='discriminator' needs the GAN's discriminator")
+        return DiscriminatorFeatures(discriminator)
+    if kind == "vgg":
+        if vgg_weights is None:
+            raise UserError("perceptual='vgg' needs VGG16 weights (torchvision layout)")
+        return VGGFeatures(vgg_weights, device=device)
+    raise UserError(f"perceptual must be 'discriminator', 'vgg' or 'none', got {kind!r}")
+
+
+def _initial_latent(init, w_mean, batch, generator, w_plus) -> torch.Tensor:
+    """The starting latent: (B, D) for W, (B, n_latent, D) for W+."""
+    if isinstance(init, str):
+        if init != "mean":
+            raise UserError(f"init must be 'mean' or a latent tensor, got {init!r}")
+        start = w_mean
+    else:
+        start = init.detach().to(w_mean.device, w_mean.dtype)
+    if start.dim() == 2:
+        start = start[:, None, :].expand(-1, generator.n_latent, -1) if w_plus else start
+    elif not w_plus:
+        raise UserError("a W+ latent (B, n_latent, D) cannot start a W inversion")
+    if start.shape[-1] != generator.style_dim:
+        raise UserError(f"latent has {start.shape[-1]} features, the GAN {generator.style_dim}")
+    return start.expand(batch, *start.shape[1:]).contiguous()
+
+
+def _losses(projected, target, metric, target_features, mask, noises,
+            pixel_weight, perceptual_weight, noise_weight) -> dict[str, torch.Tensor]:
+    pixel = _masked_mean((projected - target).pow(2), mask)
+    zero = torch.zeros_like(pixel)
+    percep = metric.distance(projected, target_features, mask) if metric else zero
+    noise_reg = noise_regularisation(noises) if noises else zero
+    total = pixel_weight * pixel + perceptual_weight * percep + noise_weight * noise_reg
+    return {"pixel": pixel, "perceptual": percep, "noise": noise_reg, "total": total}
+
+
+def fit_warning(psnr: float, threshold_db: float = POOR_FIT_PSNR_DB) -> str | None:
+    """A one-line warning when a projection's PSNR says it explains the image badly."""
+    if psnr >= threshold_db:
+        return None
+    return (f"the GAN explains this image poorly (projection PSNR {psnr:.1f} dB < "
+            f"{threshold_db:.0f} dB): it may be far from what the GAN can produce, and the "
+            "shape recovered from it is less reliable")
+
+
+def prepare_image(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(3, H, W) or (1, 3, H, W) in [-1, 1] -> (1, 3, size, size) (area-resized if needed)."""
+    if image.dim() == 3:
+        image = image.unsqueeze(0)
+    if image.dim() != 4 or image.shape[:2] != (1, 3):
+        raise UserError(f"expected one RGB image (3, H, W), got {tuple(image.shape)}")
+    if image.shape[-2:] != (size, size):
+        image = F.interpolate(image, size=(size, size), mode="bilinear", antialias=True,
+                              align_corners=False)
+    return image
+
+
+def latent_for_image(gan, image: torch.Tensor, steps: int = 500, seed: int = 0,
+                     mask: torch.Tensor | None = None, **options) -> torch.Tensor:
+    """The W latent (1, style_dim) whose GAN image best matches ``image`` (3, S, S) in [-1, 1].
+
+    ``gan`` is a loaded StyleGAN2 (``.generator``, ``.discriminator``); the image is resized
+    to the GAN's resolution if needed. Warns (:class:`PoorFitWarning`) when the projection's
+    PSNR is below :data:`POOR_FIT_PSNR_DB`; ``options`` go to :func:`invert`.
+    """
+    generator = gan.generator
+    device = next(generator.parameters()).device
+    target = prepare_image(image.to(device), generator.size)
+    options.setdefault("discriminator", gan.discriminator)
+    result = invert(generator, target, steps=steps, seed=seed, mask=mask, **options)
+    message = fit_warning(float(result.psnr_db[0]))
+    if message:
+        warnings.warn(message, PoorFitWarning, stacklevel=2)
+    return result.latents[:1]
