@@ -96,3 +96,15 @@ def test_evaluate_errors_are_one_line(dataset, tmp_path, capsys):
     np.save(res / "img0" / "depth.npy", np.zeros((4, 5), np.float32))
     assert cli.main(["evaluate", "--results", str(res), "--gt", str(gt_dir)]) == 2
     assert "square" in capsys.readouterr().err
+
+
+def test_release_synface_naming(dataset, tmp_path):
+    res, gt_dir, _ = dataset
+    for k in (0, 1):
+        (res / f"img{k}").rename(res / f"{k:04d}_image")
+        (gt_dir / "depth" / f"img{k}.png").rename(gt_dir / "depth" / f"{k:04d}_depth.png")
+    assert cli.main(["evaluate", "--results", str(res), "--gt", str(gt_dir),
+                     "--no-baselines"]) == 0
+    report = json.loads((res / "evaluation.json").read_text())
+    assert set(report["per_image"]) == {"0000_image", "0001_image"}
+    assert report["methods"]["gan2shape"]["SIDE_x1e-2"]["mean"] == pytest.approx(0.0, abs=1e-3)

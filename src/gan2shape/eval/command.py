@@ -1,8 +1,9 @@
 """``gan2shape evaluate``: SIDE and MAD of reconstructions against ground-truth depth.
 
 Reads ``<results>/<stem>/depth.npy`` (the depth seen in the input view, background at the
-renderer's clamp value) and ``<gt>/depth/<stem>.png`` (the release's convention) or
-``<gt>/depth/<stem>.npy`` (metric depth); prints mean and standard deviation over images of
+renderer's clamp value) and ``<gt>/depth/<stem>.png`` (the release's convention; for the
+release's synface files ``XXXX_image`` -> ``XXXX_depth.png``) or ``<gt>/depth/<stem>.npy``
+(metric depth); prints mean and standard deviation over images of
 SIDE (x 1e-2) and MAD (degrees), with the baselines that need no model (a constant depth,
 the average ground-truth depth), and writes everything to a JSON file.
 """
@@ -86,6 +87,10 @@ def _load_pred(path: Path) -> torch.Tensor:
 
 def _load_gt(gt_dir: Path, stem: str, size: int, settings: dict, fmt: str) -> torch.Tensor:
     png, npy = gt_dir / "depth" / f"{stem}.png", gt_dir / "depth" / f"{stem}.npy"
+    # The release's synface data name the pair XXXX_image.png / XXXX_depth.png.
+    release_png = gt_dir / "depth" / f"{stem.replace('image', 'depth')}.png"
+    if not png.is_file() and not npy.is_file() and release_png.is_file():
+        png = release_png
     use_png = fmt == "png" or (fmt == "auto" and png.is_file())
     if use_png:
         return gt_depth_from_png(png, size, settings["crop"], settings["min_depth"],
