@@ -135,6 +135,12 @@ def test_gt_depth_png_convention_and_round_trip(tmp_path):
     np.testing.assert_allclose(cropped, big[6:10, 6:10] * 0.2 + 0.9, atol=1e-4)
     whole = gt_depth_from_png(tmp_path / "big.png", crop=170).numpy()  # larger crop: no-op
     np.testing.assert_allclose(whole, big * 0.2 + 0.9, atol=1e-4)
+    # an 8-bit map resized stays on 8-bit levels, as PIL's resize of the release's 'L' image
+    ramp = (np.arange(16)[None, :] * 17 + np.zeros((16, 1))).astype(np.uint8)
+    Image.fromarray(ramp).save(tmp_path / "ramp8.png")
+    g = 1 - (gt_depth_from_png(tmp_path / "ramp8.png", size=6).double().numpy() - 0.9) / 0.2
+    want = np.asarray(Image.fromarray(ramp).resize((6, 6), Image.BILINEAR), np.float64) / 255
+    np.testing.assert_allclose(g, want, atol=1e-6)
 
 
 def test_baselines_by_hand():

@@ -67,25 +67,26 @@ def _rescale(d: np.ndarray, min_depth: float, max_depth: float) -> np.ndarray:
     return (1 + d) / 2 * max_depth + (1 - d) / 2 * min_depth
 
 
-def _read_gray(path: Path) -> np.ndarray:
-    """A PNG (8- or 16-bit, grey or colour) as float64 in [0, 1]; colour uses channel 0."""
+def _read_gray(path: Path) -> tuple[np.ndarray, int]:
+    """A PNG (8- or 16-bit, grey or colour) as float64 in [0, 1] and its number of levels
+    minus one (255 or 65535); colour uses channel 0."""
     if not path.is_file():
         raise UserError(f"ground-truth depth not found: {path}")
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(im, dtype=np.float64)
-                scale = 65535.0 if im.mode.startswith("I;16") or array.max() > 255 else 255.0
-                return array / scale
-            if im.mode == "F":
-                return np.asarray(im, dtype=np.float64)
+            mode = im.mode
             array = np.asarray(im, dtype=np.float64)
     except (UnidentifiedImageError, OSError) as exc:
         raise UserError(f"ground-truth depth {path} is not a readable image") from exc
+    if mode == "F":
+        return array, 0
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        levels = 65535 if mode.startswith("I;16") or array.max() > 255 else 255
+        return array / levels, levels
     if array.ndim == 3:
         array = array[..., 0]
-    return array / 255.0
+    return array / 255.0, 255
 
 
 def center_crop(array: np.ndarray, crop: int) -> np.ndarray:
@@ -113,13 +114,18 @@ def gt_depth_from_png(path: str | os.PathLike, size: int | None = None, crop: in
 
     A value g in [0, 1] (8- or 16-bit) becomes rescale((1 - g) * 2 - 1), [-1, 1] ->
     [min_depth, max_depth]: white is near. ``crop`` centre-crops and ``size`` resizes the
-    PNG's values first, as the release's loader does.
+    PNG's values first, as the release's loader does (8-bit maps are resized by PIL in 8
+    bits, as there: its ground-truth normals see those steps).
     """
-    g = _read_gray(Path(path))
+    g, levels = _read_gray(Path(path))
     if crop is not None:
         g = center_crop(g, crop)
-    if size is not None:
-        g = resize_map(g, size)
+    if size is not None and g.shape != (size, size):
+        if levels == 255:  # PIL's own 8-bit resize, exactly as the release's loader
+            im = Image.fromarray(np.round(g * 255).astype(np.uint8))
+            g = np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.float64) / 255
+        else:
+            g = resize_map(g, size)
     return torch.from_numpy(_rescale((1 - g) * 2 - 1, min_depth, max_depth)).float()
 
 
