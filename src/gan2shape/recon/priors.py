@@ -60,8 +60,9 @@ DEFAULT_BOX = (0.15, 0.85, 0.15, 0.85)
 def load_mask(path: str | os.PathLike, image_size: int) -> torch.Tensor:
     """A user's mask image -> (1, 1, S, S) float in [0, 1] (object = bright).
 
-    Any PNG/JPEG mode is accepted (colour is averaged, alpha ignored); it must be square
-    and contain some object. Resized to ``image_size`` by area averaging.
+    Any PNG/JPEG mode is accepted: grey or colour (luminance), or a cut-out whose alpha
+    channel is used when it has any transparency. It must be square and contain some
+    object. Resized to ``image_size`` by area averaging.
     """
     path = Path(path)
     if not path.is_file():
@@ -69,7 +70,10 @@ def load_mask(path: str | os.PathLike, image_size: int) -> torch.Tensor:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("I", "I;16", "I;16B", "F"):
+            alpha = im.getchannel("A") if "A" in im.getbands() else None
+            if alpha is not None and alpha.getextrema()[0] < 255:
+                array = np.asarray(alpha, dtype=np.float64) / 255.0  # a cut-out: alpha
+            elif im.mode in ("I", "I;16", "I;16B", "F"):
                 array = np.asarray(im, dtype=np.float64)
                 array = array / max(array.max(), 1.0)
             else:
