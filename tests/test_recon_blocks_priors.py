@@ -97,6 +97,7 @@ def test_load_mask(tmp_path):
     m = priors.load_mask(tmp_path / "m.png", 16)
     assert m.shape == (1, 1, 16, 16)
     assert m[0, 0, 4:12, 4:12].min() == 1 and m[0, 0, :4].max() == 0
+    assert priors.load_mask(tmp_path / "m.png").shape == (1, 1, 32, 32)
     rgba = np.zeros((32, 32, 4), np.uint8)
     rgba[..., :3] = 255  # white everywhere: only the alpha says where the object is
     rgba[4:12, 20:28, 3] = 255

@@ -57,12 +57,13 @@ CATEGORY_BOXES: dict[str, tuple[float, float, float, float]] = {
 DEFAULT_BOX = (0.15, 0.85, 0.15, 0.85)
 
 
-def load_mask(path: str | os.PathLike, image_size: int) -> torch.Tensor:
+def load_mask(path: str | os.PathLike, image_size: int | None = None) -> torch.Tensor:
     """A user's mask image -> (1, 1, S, S) float in [0, 1] (object = bright).
 
     Any PNG/JPEG mode is accepted: grey or colour (luminance), or a cut-out whose alpha
     channel is used when it has any transparency. It must be square and contain some
-    object. Resized to ``image_size`` by area averaging.
+    object. Resized to ``image_size`` by area averaging (``None``: kept at the file's size,
+    for callers that crop it like the image first).
     """
     path = Path(path)
     if not path.is_file():
@@ -84,7 +85,7 @@ def load_mask(path: str | os.PathLike, image_size: int) -> torch.Tensor:
     if h != w:
         raise UserError(f"mask {path} is {w}x{h}; masks must be square like the images")
     mask = torch.from_numpy(array).float().view(1, 1, h, w)
-    if h != image_size:
+    if image_size is not None and h != image_size:
         mask = F.interpolate(mask, size=(image_size, image_size),
                              mode="area" if h > image_size else "bilinear", align_corners=None)
     if not (mask >= MASK_THRESHOLD).any():
