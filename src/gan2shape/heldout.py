@@ -1,0 +1,62 @@
+"""The embedded model's held-out test faces and the depth baselines that need no learned shape.
+
+The test faces are the procedural family ``embedded.TEST_SEED`` (the GAN trained on
+``TRAIN_SEED``), rendered at the embedded size with exact ground-truth depth. The baselines,
+as in the paper's Table 1: a constant depth, the average ground-truth depth of other test
+faces (leave one out), and the ellipsoid shape prior placed on the image's object mask.
+Shared by ``gan2shape demo`` and ``benchmarks/synthetic.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import embedded
+from .eval.scoring import average_depth_baseline, constant_depth_baseline, score_depth
+
+BASELINES = ("constant depth", "average ground-truth depth", "ellipsoid prior")
+
+
+def heldout_scenes(indices: list[int]) -> dict[str, torch.Tensor]:
+    """Held-out test faces ``indices`` (see ``data.scenes.render_batch`` for the tensors:
+    image (B, 3, S, S) in [-1, 1], depth (B, S, S) metric ground truth in the view, ...)."""
+    from .data.scenes import render_scenes
+
+    return render_scenes(embedded.TEST_SEED, indices, embedded.IMAGE_SIZE)
+
+
+def average_depth_pool(n_images: int) -> torch.Tensor:
+    """Ground-truth depths (n + 1, S, S) of test faces 0..n: each face's average-depth
+    baseline averages the first n of them other than itself."""
+    return heldout_scenes(list(range(n_images + 1)))["depth"]
+
+
+def average_depth_for(index: int, pool: torch.Tensor) -> torch.Tensor:
+    """The average ground-truth depth (S, S) of the first len(pool) - 1 test faces of
+    ``pool`` (from :func:`average_depth_pool`) other than face ``index``."""
+    n = pool.shape[0] - 1
+    others = [i for i in range(n + 1) if i != index][:n]
+    return average_depth_baseline(pool[others])[0]
+
+
+def depth_scores(pred: torch.Tensor, gt: torch.Tensor, cfg) -> dict[str, float]:
+    """SIDE and MAD (deg) of a depth map pred (S, S) against gt (S, S), both in the input
+    view, over every pixel the ground truth covers (the baselines have no invalid pixels)."""
+    s = score_depth(pred[None], gt[None], torch.ones_like(gt)[None], cfg.fov, cfg.min_depth,
+                    cfg.max_depth)
+    return {"SIDE": float(s["side"][0]), "MAD_deg": float(s["mad_deg"][0])}
+
+
+def baseline_scores(gt: torch.Tensor, mask: torch.Tensor, cfg, pool: torch.Tensor,
+                    index: int) -> dict[str, dict[str, float]]:
+    """Scores of :data:`BASELINES` for test face ``index`` with ground truth gt (S, S);
+    mask (S, S): the image's object mask (where the ellipsoid prior is placed); cfg: the
+    ``ReconConfig`` (prior depths, category, fov); pool: :func:`average_depth_pool`."""
+    from .recon.priors import ellipsoid_prior
+
+    predictions = {
+        "constant depth": constant_depth_baseline(gt),
+        "average ground-truth depth": average_depth_for(index, pool),
+        "ellipsoid prior": ellipsoid_prior(mask, cfg.category, cfg.prior_near, cfg.prior_far),
+    }
+    return {name: depth_scores(pred, gt, cfg) for name, pred in predictions.items()}

@@ -1,0 +1,62 @@
+"""The held-out test faces and the no-model baselines shared by the demo and the benchmark."""
+
+import math
+
+import pytest
+import torch
+
+from gan2shape import embedded, heldout
+from gan2shape.config import load_config
+from gan2shape.data.scenes import render_scenes
+from gan2shape.eval import evaluation_mask
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config("demo")
+
+
+def test_heldout_scenes_are_the_test_family_not_the_training_one():
+    test = heldout.heldout_scenes([0, 1])
+    assert test["image"].shape == (2, 3, embedded.IMAGE_SIZE, embedded.IMAGE_SIZE)
+    assert torch.equal(test["depth"], render_scenes(embedded.TEST_SEED, [0, 1], 64)["depth"])
+    train = render_scenes(embedded.TRAIN_SEED, [0, 1], 64)
+    assert not torch.allclose(test["image"], train["image"])
+
+
+def test_average_depth_leaves_the_face_itself_out():
+    pool = torch.rand(4, 5, 5) + 0.9  # faces 0..3, n = 3
+    assert torch.allclose(heldout.average_depth_for(2, pool), (pool[0] + pool[1] + pool[3]) / 3)
+    assert torch.allclose(heldout.average_depth_for(0, pool), (pool[1] + pool[2] + pool[3]) / 3)
+    assert torch.allclose(heldout.average_depth_for(7, pool), (pool[0] + pool[1] + pool[2]) / 3)
+
+
+def brute_side(pred, gt, mask):
+    """The release's SIDE written out over a list of pixels."""
+    triples = zip(pred.flatten().tolist(), gt.flatten().tolist(), mask.flatten().tolist(),
+                  strict=True)
+    e = [math.log(p) - math.log(g) for p, g, m in triples if m > 0]
+    mean = sum(e) / len(e)
+    return math.sqrt(sum((x - mean) ** 2 for x in e) / len(e))
+
+
+def test_baseline_scores_of_a_test_face(cfg):
+    gt = heldout.heldout_scenes([1])["depth"][0]
+    object_mask = (gt < cfg.max_depth).float()
+    pool = heldout.average_depth_pool(2)
+    scores = heldout.baseline_scores(gt, object_mask, cfg, pool, 1)
+    assert set(scores) == set(heldout.BASELINES)
+    mask = evaluation_mask(gt[None], torch.ones(1, *gt.shape))[0]
+    assert scores["constant depth"]["SIDE"] == pytest.approx(
+        brute_side(torch.ones_like(gt), gt, mask), rel=1e-4)
+    average = (pool[0] + pool[2]) / 2
+    assert scores["average ground-truth depth"]["SIDE"] == pytest.approx(
+        brute_side(average, gt, mask), rel=1e-4)
+    for s in scores.values():
+        assert 0 < s["SIDE"] < 0.2 and 0 < s["MAD_deg"] < 90
+
+
+def test_depth_scores_ignore_a_global_scale(cfg):
+    gt = heldout.heldout_scenes([0])["depth"][0]
+    assert heldout.depth_scores(gt * 1.02, gt, cfg)["SIDE"] < 1e-5
+    assert heldout.depth_scores(gt.flip(1), gt, cfg)["SIDE"] > 1e-3
