@@ -413,3 +413,18 @@ def latent_for_image(gan, image: torch.Tensor, steps: int = 500, seed: int = 0,
     if message:
         warnings.warn(message, PoorFitWarning, stacklevel=2)
     return result.latents[:1]
+
+
+def invert_image(path, gan, device=None, steps: int = 500, crop=None, seed: int = 0,
+                 **options) -> torch.Tensor:
+    """The W latent (1, style_dim) of the image file ``path`` (``reconstruct --invert``).
+
+    The photo is preprocessed as ``gan2shape invert`` does (EXIF, RGBA, greyscale, centre
+    square or ``crop`` box, resize to the GAN's size); see :func:`latent_for_image`.
+    """
+    from .images import load_image
+
+    generator = gan.generator
+    device = device or next(generator.parameters()).device
+    image = load_image(path, generator.size, crop).to(device)
+    return latent_for_image(gan, image, steps=steps, seed=seed, **options)
