@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-translation", type=float,
                         default=scenes.DEFAULT_MAX_TRANSLATION,
                         help="largest |tx|, |ty| of the views (world units; default "
-                             f"{scenes.DEFAULT_MAX_TRANSLATION}, about 1.5 px at 64 px)")
+                             f"{scenes.DEFAULT_MAX_TRANSLATION}, about 2.7 px at 64 px)")
     parser.add_argument("--batch-size", type=int, default=128,
                         help="samples rendered together (memory vs speed; default 128)")
 

@@ -1,0 +1,48 @@
+"""Package a ``gan2shape train-gan`` checkpoint as the embedded model.
+
+    python scripts/package_embedded.py runs/embedded64/checkpoint.pt runs/embedded64_data
+
+Writes into src/gan2shape/assets/: embedded64.pt (only 'g_ema' and 'd', float32: all that
+``load_stylegan2`` needs), the data's view and light priors (release {mean, cov} format),
+and embedded64_samples.png (an 8 x 4 grid of samples at truncation 1, seeds 0..31).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+
+from gan2shape import embedded
+from gan2shape.export.sequences import image_grid
+from gan2shape.fileio import load_torch, save_image, save_torch
+from gan2shape.gan import load_stylegan2
+
+ASSETS = Path(__file__).resolve().parents[1] / "src" / "gan2shape" / "assets"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("data", type=Path, help="the make-data folder the GAN was trained on")
+    args = parser.parse_args()
+    ckpt = load_torch(args.checkpoint, "StyleGAN2 checkpoint")
+    small = {"g_ema": ckpt["g_ema"], "d": ckpt["d"]}
+    for key in ("iteration", "args"):
+        if key in ckpt:
+            small[key] = ckpt[key]
+    gan = load_stylegan2(small)  # refuse to package anything that does not load
+    save_torch(small, ASSETS / embedded.GAN_FILE)
+    shutil.copyfile(args.data / "view_prior.pt", ASSETS / embedded.VIEW_PRIOR_FILE)
+    shutil.copyfile(args.data / "light_prior.pt", ASSETS / embedded.LIGHT_PRIOR_FILE)
+    with torch.no_grad():
+        z = torch.randn(32, gan.generator.style_dim, generator=torch.Generator().manual_seed(0))
+        images = gan.generator(z).clamp(-1, 1)
+    save_image(image_grid(images, ncol=8), ASSETS / "embedded64_samples.png")
+    print(f"packaged iteration {ckpt.get('iteration', '?')} into {ASSETS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""The embedded model shipped inside the package: a small 64 px StyleGAN2 trained by the
+project on its procedural faces (``gan2shape make-data`` + ``gan2shape train-gan``), and the
+exact view and light priors of that data. See ``assets/MODEL_CARD.md``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from .errors import UserError
+
+GAN_FILE = "embedded64.pt"
+VIEW_PRIOR_FILE = "embedded64_view_prior.pt"
+LIGHT_PRIOR_FILE = "embedded64_light_prior.pt"
+# The data family the embedded GAN was trained on (seed 0) and its held-out test family.
+TRAIN_SEED = 0
+TEST_SEED = 1
+IMAGE_SIZE = 64
+
+
+def asset_path(name: str) -> Path:
+    """Path of a file in the package's assets folder (which must exist)."""
+    path = Path(str(resources.files("gan2shape") / "assets" / name))
+    if not path.is_file():
+        raise UserError(f"the embedded asset {name} is missing from this installation "
+                        f"({path}); reinstall gan2shape or pass your own files")
+    return path
+
+
+def load_embedded_gan(device: str = "cpu"):
+    """The embedded StyleGAN2 (a ``gan2shape.gan.StyleGAN2``)."""
+    from .gan import load_stylegan2
+
+    return load_stylegan2(asset_path(GAN_FILE), device=device)
