@@ -14,6 +14,7 @@ from gan2shape.gan.invert import (
     PoorFitWarning,
     VGGFeatures,
     invert,
+    invert_image,
     latent_for_image,
     learning_rate,
     noise_regularisation,
@@ -209,3 +210,20 @@ def test_command_writes_outputs_resumes_and_rejects_bad_files(tmp_path, gan, che
                          "--out", str(out), "--quiet"]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and name in err
+
+
+def test_invert_image_reads_and_preprocesses_a_photo(tmp_path, gan):
+    g, d = gan
+
+    class Gan:
+        generator, discriminator = g, d
+
+    _, target = samples(g, 1, seed=6)
+    array = ((target[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    # RGBA, twice the GAN's size: composited, resized, then inverted.
+    rgba = np.concatenate([array, np.full(array.shape[:2] + (1,), 255, np.uint8)], 2)
+    Image.fromarray(rgba, "RGBA").resize((2 * SIZE, 2 * SIZE)).save(tmp_path / "p.png")
+    latent = invert_image(tmp_path / "p.png", Gan, device=torch.device("cpu"), steps=60)
+    assert latent.shape == (1, STYLE)
+    with torch.no_grad():
+        assert psnr_db(g.synthesis(latent), target).item() > 20
