@@ -188,11 +188,8 @@ def load_mask_file(path: Path) -> torch.Tensor:
 
 
 def latent_by_inversion(image_path: Path, gan, device: torch.device) -> torch.Tensor:
-    """Hook for ``--invert``: the W latent (1, style_dim) of an image that has none.
-
-    Plugged into ``gan2shape.gan.invert``: it must offer
-    ``invert_image(path, gan, device=...) -> (1, style_dim)`` (optimisation-based projection).
-    """
+    """Hook for ``--invert``: the W latent (1, style_dim) of an image that has none, by
+    ``gan2shape.gan.invert.invert_image`` (optimisation-based projection)."""
     try:
         from ..gan import invert
     except ImportError as exc:
@@ -236,9 +233,13 @@ def load_inputs(job: Job, latent: torch.Tensor | None, gan, device, cfg):
     """(image, latent, mask, gt_depth) of one job, the latent by inversion when missing."""
     from ..eval import gt_depth_from_png
 
-    image = load_rgb(job.image)
-    if latent is None:
+    if latent is None:  # a photo: square-cropped and resized as the inversion sees it
+        from ..gan.images import load_image
+
+        image = load_image(job.image, gan.size)
         latent = latent_by_inversion(job.image, gan, device)
+    else:
+        image = load_rgb(job.image)
     mask = load_mask_file(job.mask) if job.mask is not None else None
     gt = gt_depth_from_png(job.gt_depth, min_depth=cfg.min_depth,
                            max_depth=cfg.max_depth) if job.gt_depth is not None else None
