@@ -52,10 +52,10 @@ def _from_samples(index: torch.Tensor, supersample: int, sample_offset: float) -
 
 
 def _corner_ids(faces: torch.Tensor, b: int, n: int) -> torch.Tensor:
-    """Rows of the (B * N)-row vertex table for every corner: (B * 3 * F,), ordered
-    (batch, corner, face)."""
-    offsets = torch.arange(b, device=faces.device).view(b, 1, 1) * n
-    return (faces.t().unsqueeze(0) + offsets).reshape(-1)
+    """Rows of the (B * N)-row vertex table for every face corner: (3, B * F), ordered
+    (corner, batch, face)."""
+    offsets = torch.arange(b, device=faces.device).view(1, b, 1) * n
+    return (faces.t().unsqueeze(1) + offsets).reshape(3, -1)
 
 
 @functools.lru_cache(maxsize=16)
@@ -75,68 +75,102 @@ def _visible_faces(vertices: torch.Tensor, faces: torch.Tensor, height: int, wid
     """Z-buffer: for every sample, the GLOBAL id (b * F + f) of the nearest face, or -1.
 
     vertices: (B, N, 3); faces: (F, 3). Returns (B * H * s * W * s,) long.
-    (Few, large tensor operations: on a busy CPU each costs a thread hand-off.)
+    Written as few, large, contiguous tensor operations (on a busy CPU each one costs a
+    thread hand-off; reductions over small inner dimensions are slow kernels).
     """
     b, n, _ = vertices.shape
-    n_faces = faces.shape[0]
     hs, ws = height * supersample, width * supersample
     fx, fy, cx, cy = intrinsics(height, width, fov_deg)
-    scale = vertices.new_tensor([fx * supersample, fy * supersample])
-    shift = vertices.new_tensor([_to_samples(cx, supersample, sample_offset),
-                                 _to_samples(cy, supersample, sample_offset)])
 
-    # Per vertex (sample x, sample y, 1 / z); per face and corner: (B, 3, F, 3).
-    inv_z = vertices[..., 2:].reciprocal()
-    per_vertex = torch.cat([torch.addcmul(shift, vertices[..., :2] * inv_z, scale), inv_z], -1)
-    corners = per_vertex.reshape(b * n, 3).index_select(0, _corner_ids(faces, b, n))
-    corners = corners.view(b, 3, n_faces, 3)
-    p, iz = corners[..., :2], corners[..., 2]
-    edges = p[:, 1:] - p[:, :1]  # (B, 2, F, 2): e1, e2
-    det = edges[:, 0, :, 0] * edges[:, 1, :, 1] - edges[:, 0, :, 1] * edges[:, 1, :, 0]
-    usable = (iz.amin(1) > 0) & (iz.amax(1) < 1 / _NEAR) & (det.abs() > _MIN_DET)
-    inv_det = torch.where(usable, det.reciprocal(), 0.0)
+    # Per vertex: sample coordinates; NaN for vertices outside (near, inf), which makes every
+    # face touching them unusable below (NaN fails every comparison).
+    inv_z = vertices[..., 2].reciprocal()
+    in_range = (inv_z > 0) & (inv_z < 1 / _NEAR)
+    sx = torch.addcmul(vertices.new_tensor(_to_samples(cx, supersample, sample_offset)),
+                       vertices[..., 0], inv_z, value=fx * supersample)
+    sx = torch.where(in_range, sx, float("nan"))
+    sy = torch.addcmul(vertices.new_tensor(_to_samples(cy, supersample, sample_offset)),
+                       vertices[..., 1], inv_z, value=fy * supersample)
+    corners = _corner_ids(faces, b, n)
+    x0, x1, x2 = sx.reshape(-1).index_select(0, corners.reshape(-1)).view(3, -1).unbind(0)
+    y0, y1, y2 = sy.reshape(-1).index_select(0, corners.reshape(-1)).view(3, -1).unbind(0)
+    iz0, iz1, iz2 = inv_z.reshape(-1).index_select(0, corners.reshape(-1)).view(3, -1).unbind(0)
 
-    # Integer bounding box of samples, clipped to the screen; empty for unusable faces.
-    lo = (p.amin(1) - 1e-3).ceil_().clamp_(min=0)  # (B, F, 2)
-    hi = torch.minimum((p.amax(1) + 1e-3).floor_(), vertices.new_tensor([ws - 1, hs - 1]))
-    size = (hi - lo + 1).clamp_(min=0)
-    counts = torch.where(usable, size.prod(-1), 0.0).long().reshape(-1)
+    # Per face (all (B * F,)): barycentrics (w1, w2) of a point = A (point - vertex 0), with
+    # A = [[e2y, -e2x], [-e1y, e1x]] / det; then inverse depth = 1/z0 + w1 d1 + w2 d2.
+    e1x, e1y, e2x, e2y = x1 - x0, y1 - y0, x2 - x0, y2 - y0
+    det = e1x * e2y - e1y * e2x
+    inv_det = torch.where(det.abs() > _MIN_DET, det.reciprocal(), float("nan"))
+    neg_inv_det = -inv_det
+    a1, b1 = e2y * inv_det, e2x * neg_inv_det
+    a2, b2 = e1y * neg_inv_det, e1x * inv_det
+    d1, d2 = iz1 - iz0, iz2 - iz0
+    # Integer bounding box of samples, clipped to the screen (NaN: no box).
+    lo_x = (torch.minimum(torch.minimum(x0, x1), x2) - 1e-3).ceil_().clamp_(min=0)
+    lo_y = (torch.minimum(torch.minimum(y0, y1), y2) - 1e-3).ceil_().clamp_(min=0)
+    hi_x = (torch.maximum(torch.maximum(x0, x1), x2) + 1e-3).floor_().clamp_(max=ws - 1)
+    hi_y = (torch.maximum(torch.maximum(y0, y1), y2) + 1e-3).floor_().clamp_(max=hs - 1)
+    box_w = torch.nan_to_num_((hi_x - lo_x + 1).clamp_(min=0), nan=0.0)
+    box_h = torch.nan_to_num_((hi_y - lo_y + 1).clamp_(min=0), nan=0.0)
+    usable = inv_det.isfinite()
+    box_w = torch.where(usable, box_w, 0.0)
+    dx, dy = lo_x - x0, lo_y - y0
+    w1_lo = torch.addcmul(a1 * dx, b1, dy)  # barycentrics at the box's first sample
+    w2_lo = torch.addcmul(a2 * dx, b2, dy)
+    batch = torch.arange(b, device=vertices.device).repeat_interleave(faces.shape[0])
+    first_pixel = torch.nan_to_num_(lo_y * ws + lo_x, nan=0.0).long() + batch * (hs * ws)
 
-    # Barycentrics (w1, w2) = A (offset from vertex 0), A = [[e2y, -e2x], [-e1y, e1x]] / det,
-    # tabulated per face as A, (w1, w2) at the box origin, 1/z0, and 1/z1 - 1/z0, 1/z2 - 1/z0.
-    sign = vertices.new_tensor([[1.0, -1.0], [-1.0, 1.0]]).view(1, 2, 1, 2)
-    mat = edges.flip((1, 3)) * sign * inv_det.unsqueeze(1).unsqueeze(-1)  # (B, 2, F, 2)
-    w_origin = (mat * (lo - p[:, 0]).unsqueeze(1)).sum(-1)  # (B, 2, F)
-    ftable = torch.cat([mat.permute(0, 2, 1, 3).reshape(b, n_faces, 4),
-                        w_origin.transpose(1, 2), iz[:, 0].unsqueeze(-1),
-                        (iz[:, 1:] - iz[:, :1]).transpose(1, 2)], -1).reshape(-1, 9)
-    lo_i = lo.long()
-    batch = torch.arange(b, device=vertices.device).unsqueeze(1) * (hs * ws)
-    first_pixel = lo_i[..., 1] * ws + lo_i[..., 0] + batch
-    starts = torch.cumsum(counts, 0) - counts
-    itable = torch.stack([size[..., 0].long().reshape(-1), first_pixel.reshape(-1), starts], -1)
+    zbuf = torch.full((b * hs * ws,), -1, dtype=torch.long, device=vertices.device)
 
-    # Enumerate the (face, sample) pairs of every bounding box: the k-th pair of a face is
-    # (row, col) = divmod(k, box width).
-    face_ids = torch.repeat_interleave(counts)
-    ci = itable.index_select(0, face_ids)
-    k = torch.arange(face_ids.shape[0], device=vertices.device) - ci[:, 2]
-    row = torch.div(k, ci[:, 0], rounding_mode="floor")
-    pix = ci[:, 1] + k + row * (ws - ci[:, 0])
-    c = ftable.index_select(0, face_ids)
-    row_f = row.to(c.dtype).unsqueeze(1)
-    col_f = (k - row * ci[:, 0]).to(c.dtype).unsqueeze(1)
-    w = torch.addcmul(torch.addcmul(c[:, 4:6], c[:, 0:4:2], col_f), c[:, 1:4:2], row_f)
-    inside = (w.amin(-1) >= -_INSIDE_EPS) & (w.sum(-1) <= 1 + _INSIDE_EPS)
-    inv_depth = c[:, 6] + (w * c[:, 7:9]).sum(-1)
-    # One int64 key per pair ordered by inverse depth, then face id (the bits of a positive
-    # float32 sort as its value), so one scatter-amax finds the nearest face; exact ties
-    # (shared edges) go to the largest id. Pairs outside their face go to a spare slot.
-    keys = (inv_depth.float().view(torch.int32).long() << 32) | face_ids
-    pix = torch.where(inside, pix, b * hs * ws)
-    zbuf = torch.full((b * hs * ws + 1,), -1, dtype=torch.long, device=vertices.device)
-    zbuf.scatter_reduce_(0, pix, keys, reduce="amax")
-    zbuf = zbuf[:-1]
+    def splat(face, w1, w2, pix):
+        """Offer (face, sample) pairs, all (P,), to the z-buffer. One int64 key per pair
+        orders by inverse depth, then face id (a positive float32's bits sort as its value),
+        so one scatter-amax finds the nearest face; exact ties (shared edges) go to the
+        larger id."""
+        inv_depth = torch.addcmul(torch.addcmul(iz0.index_select(0, face), w1,
+                                                d1.index_select(0, face)),
+                                  w2, d2.index_select(0, face))
+        keys = (inv_depth.float().view(torch.int32).long() << 32) | face
+        zbuf.scatter_reduce_(0, pix, keys, reduce="amax")
+
+    def inside(w1, w2):
+        return (torch.minimum(w1, w2) >= -_INSIDE_EPS) & (w1 + w2 <= 1 + _INSIDE_EPS)
+
+    # Most faces span at most k x k samples: test a fixed k x k window at every face's box,
+    # laid out (window slot, face) so that the face dimension is the contiguous one.
+    k = supersample + 1
+    oy, ox = (t.reshape(-1, 1).to(vertices.dtype) for t in torch.meshgrid(
+        torch.arange(k, device=vertices.device), torch.arange(k, device=vertices.device),
+        indexing="ij"))
+    fits = (box_w <= k) & (box_h <= k)
+    w1 = torch.addcmul(w1_lo, a1, ox).addcmul_(b1, oy)  # (k * k, B * F)
+    w2 = torch.addcmul(w2_lo, a2, ox).addcmul_(b2, oy)
+    keep = inside(w1, w2) & (ox < torch.where(fits, box_w, 0.0)) & (oy < box_h)
+    hit = keep.reshape(-1).nonzero().squeeze(1)
+    slot = torch.div(hit, w1.shape[1], rounding_mode="floor")
+    face = hit - slot * w1.shape[1]
+    slot_offset = (oy * ws + ox).long().reshape(-1)
+    splat(face, w1.reshape(-1).index_select(0, hit), w2.reshape(-1).index_select(0, hit),
+          first_pixel.index_select(0, face) + slot_offset.index_select(0, slot))
+
+    # The few larger boxes: enumerate their samples one by one, (row, col) = divmod(k, width).
+    big = (~fits & (box_w > 0) & (box_h > 0)).nonzero().squeeze(1)
+    if big.numel():
+        width, height_ = box_w.index_select(0, big).long(), box_h.index_select(0, big).long()
+        pair_face = torch.repeat_interleave(width * height_)
+        starts = torch.cumsum(width * height_, 0) - width * height_
+        kk = torch.arange(pair_face.shape[0], device=vertices.device) - starts[pair_face]
+        w_pair = width[pair_face]
+        row = torch.div(kk, w_pair, rounding_mode="floor")
+        col = kk - row * w_pair
+        face = big[pair_face]
+        row_f, col_f = row.to(vertices.dtype), col.to(vertices.dtype)
+        w1 = w1_lo[face] + a1[face] * col_f + b1[face] * row_f
+        w2 = w2_lo[face] + a2[face] * col_f + b2[face] * row_f
+        pix = first_pixel[face] + row * ws + col
+        keep = inside(w1, w2)
+        splat(face[keep], w1[keep], w2[keep], pix[keep])
+
     return torch.where(zbuf >= 0, zbuf & 0xFFFFFFFF, zbuf)
 
 
@@ -210,8 +244,7 @@ def rasterize_depth(vertices: torch.Tensor, faces: torch.Tensor, height: int, wi
                         vertices.dtype, vertices.device)
     # Corners ordered (corner, batch, face): (3, B * F, 3). The depth is exact and
     # perspective-correct: the ray X = z * r meets the plane n . X = n . v0.
-    corner_major = (faces.t().unsqueeze(1)
-                    + torch.arange(b, device=faces.device).view(1, b, 1) * n).reshape(-1)
-    corners = vertices.reshape(b * n, 3).index_select(0, corner_major).view(3, -1, 3)
+    corners = vertices.reshape(b * n, 3).index_select(0, _corner_ids(faces, b, n).reshape(-1))
+    corners = corners.view(3, -1, 3)
     z = _PlaneDepth.apply(corners, ids.clamp(min=0).reshape(-1), rays, covered)
     return torch.where(covered, z, background_depth).view(b, hs, ws)
