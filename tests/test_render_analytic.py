@@ -230,3 +230,11 @@ def test_reproject_views_and_render_mesh():
     torch.testing.assert_close(shown[mask], batch[0][mask])
     fill = torch.tensor([0.25, 0.5, 0.75], dtype=F64).view(1, 3, 1, 1).expand_as(shown)
     torch.testing.assert_close(shown[~mask], fill[~mask])
+
+
+def test_bad_arguments_are_refused():
+    depth = torch.ones(1, 4, 4)
+    with pytest.raises(ValueError, match="conventions"):
+        warp_canon_depth(depth, torch.zeros(1, 6), conventions="nr")
+    with pytest.raises(ValueError, match=r"\(B, 6\)"):
+        warp_canon_depth(depth, torch.zeros(1, 5))

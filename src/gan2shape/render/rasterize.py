@@ -1,13 +1,16 @@
-"""Vectorised z-buffer depth rasteriser for triangle meshes, in pure PyTorch.
+"""Vectorised z-buffer depth rasteriser for triangle meshes, in pure PyTorch (CPU and GPU).
 
-Visibility is decided without gradients: every triangle's screen bounding box is enumerated
-into (triangle, sample) pairs with `repeat_interleave`, so a triangle of any on-screen size
-is rasterised (none is dropped), pairs outside the triangle are discarded by a barycentric
-test, and the nearest pair per sample wins through `scatter_reduce(amax)` on inverse depth.
-Faces are two-sided. The depth of each covered sample is then recomputed WITH gradients as
-the exact intersection of the sample's ray with the winning triangle's plane, which is the
-perspective-correct barycentric interpolation of the vertex depths; gradients reach the
-vertex positions (visibility decisions themselves are not differentiated).
+Visibility is decided without gradients and without Python loops over faces or pixels:
+every face's integer bounding box of samples is tested with barycentric coordinates, as a
+fixed (s + 1) x (s + 1) window for the vast majority of faces, and by enumerating every
+sample of the box (`repeat_interleave`) for the few larger ones (steep or silhouette faces
+at large rotations), so no face is dropped whatever its size on screen. The nearest face
+per sample wins through one `scatter_reduce(amax)` on int64 keys (inverse depth bits, face
+id). Faces are two-sided. The depth of each covered sample is then recomputed WITH
+gradients as the exact intersection of the sample's ray with the winning face's plane,
+which equals the perspective-correct barycentric interpolation of the vertex depths;
+gradients reach the vertex positions (visibility decisions themselves are not
+differentiated, as in neural_renderer).
 
 Samples: the rasteriser evaluates a grid of (H * s) x (W * s) samples; sample (i, j) looks
 at the image point u = (j + 0.5) / s - 0.5 + sample_offset (column), v likewise (row), in

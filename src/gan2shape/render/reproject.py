@@ -12,10 +12,16 @@ Two conventions decide where the rasteriser samples the warped grid mesh:
   view the last row and column are background). A pixel with any background sample averages
   to more than the clamp and is invalid.
 
-Both: background depth 100, then clamp to [0.8, 1.2] (the release's depth range 0.9-1.1
-plus half of it as margin); valid mask = depth < 1.2; back-projection of output pixel (r, c)
-from the point (c, r); texture sampling by bilinear grid_sample with align_corners=True
-(the release's PyTorch behaved so, matching its (W - 1) normalisation).
+Both: the mesh of the release (vertex (r, c) at image point (c, r), each cell split along
+its top-left/bottom-right diagonal), two-sided faces, exact perspective-correct depth;
+background depth 100 (neural_renderer's default far, which the release's render_depth
+uses), then clamp to [0.8, 1.2] (the depth range 0.9-1.1 plus half of it as margin); valid
+mask = depth < 1.2; back-projection of output pixel (r, c) from the point (c, r), inverse
+view transform, texture sampling by bilinear grid_sample(align_corners=True, zero padding)
+(the release's PyTorch 1.1/1.2 behaved as align_corners=True, matching its (W - 1)
+normalisation). Not reproduced: neural_renderer clips samples nearer than 0.1 one by one;
+here a face with a vertex nearer than 0.1 is skipped whole (never the case for depths
+near 1); and which of two faces at exactly equal depth wins (there they agree anyway).
 """
 
 import torch
