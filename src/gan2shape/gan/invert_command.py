@@ -3,7 +3,8 @@
 Per image ``<out>/<stem>.pt`` (the latent: the release's (1, 512) W format, or
 (1, n_latent, 512) with ``--w-plus``), ``<out>/<stem>.png`` (the GAN's image of that latent)
 and ``<out>/<stem>.json`` (final losses, PSNR, settings). Images whose three outputs exist are
-skipped, so an interrupted run over a long list resumes where it stopped.
+skipped, so an interrupted run over a long list (or one stopped by an unreadable file, with
+its one-line error) resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -102,16 +103,17 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if not todo:
         return 0
+    for path in todo:  # cheap checks first; undecodable files stop the run at their batch
+        if not path.is_file():
+            raise UserError(f"image not found: {path}")
     gan = load_stylegan2(args.gan, device=device)
     generator = gan.generator
-    # Read every image first, so that a bad file stops the run before any long optimisation.
-    targets = {p: load_image(p, generator.size, crop) for p in todo}
 
     poor = 0
     bar = tqdm(total=len(todo), unit="img", disable=args.quiet, dynamic_ncols=True)
     for start in range(0, len(todo), args.batch):
         chunk = todo[start:start + args.batch]
-        images = torch.stack([targets[p] for p in chunk]).to(device)
+        images = torch.stack([load_image(p, generator.size, crop) for p in chunk]).to(device)
         tic = time.perf_counter()
         result = invert(
             generator, images, steps=args.steps, lr=args.lr, w_plus=args.w_plus,
