@@ -12,8 +12,9 @@ single-channel 2-D convolution, with separate bias / activation passes.
 
     python benchmarks/stylegan2.py [--batch 16] [--size 128] [--reps 2] [--no-reference]
 
-The machine is shared: every figure is the best of --reps runs, and ratios are taken
-between figures measured in this run.
+The machine is shared: the cases are run round-robin --reps times, each run right after a
+float32 matmul, and every figure is the best over those runs; ratios are taken between
+figures measured in this run.
 """
 
 from __future__ import annotations
@@ -158,11 +159,13 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def best_time(fn, device, reps):
-    fn()  # warm-up (allocator, oneDNN primitive caches)
-    sync(device)
+def best_time(fn, device, reps, warmup=False):
+    """Best wall time of reps calls (after one untimed call if warmup)."""
+    if warmup:
+        fn()
     best = math.inf
     for _ in range(reps):
+        sync(device)
         start = time.perf_counter()
         fn()
         sync(device)
@@ -173,7 +176,7 @@ def best_time(fn, device, reps):
 def matmul_gflops(device, dtype, reps, n=2048):
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    t = best_time(lambda: a @ b, device, max(reps, 3))
+    t = best_time(lambda: a @ b, device, max(reps, 3), warmup=True)
     return 2 * n ** 3 / t / 1e9
 
 
@@ -203,16 +206,16 @@ def run(device: torch.device, args) -> None:
     f_flops = feature_flops(d, 4, args.batch)
     lowp = device.type == "cuda" or bf16_supported()
 
-    mm32 = matmul_gflops(device, torch.float32, args.reps)
     mm16 = matmul_gflops(device, torch.bfloat16, args.reps) if lowp else float("nan")
     print(f"[{device}] threads {torch.get_num_threads()}, batch {args.batch}, "
-          f"{args.size} px config-e; dense matmul 2048^2: float32 {mm32:.0f} GFLOP/s, "
-          f"bfloat16 {mm16:.0f} GFLOP/s")
+          f"{args.size} px config-e; dense matmul: bfloat16 {mm16:.0f} GFLOP/s, float32 "
+          f"{matmul_gflops(device, torch.float32, 3):.0f} GFLOP/s (and again before each run)")
     if not lowp:
         print("  bfloat16: this CPU has no native bfloat16 (AVX-512 BF16 / AMX); "
               "the bfloat16 rows are skipped")
-    print(f"analytic FLOPs: synthesis forward {g_flops / 1e9:.0f} G, "
-          f"features(img, 4) forward {f_flops / 1e9:.0f} G")
+    print(f"  analytic FLOPs: synthesis forward {g_flops / 1e9:.0f} G, "
+          f"features(img, 4) forward {f_flops / 1e9:.0f} G; fwd+bwd counts 2x (input "
+          "gradients) or 3x (input and weight gradients) the forward", flush=True)
 
     def g_forward(bf16=False):
         with torch.no_grad(), low_precision(device, bf16):
@@ -231,68 +234,71 @@ def run(device: torch.device, args) -> None:
         with low_precision(device, bf16):
             feature_loss(d, lambda m, x, n: m.features(x, n), a, img_b)
 
-    def report(label, seconds, flops, fp32_seconds=None):
-        gfs = flops / seconds / 1e9
-        line = f"  {label:<44s} {seconds:8.3f} s {gfs:7.0f} GFLOP/s {100 * gfs / mm32:5.0f}% mm32"
-        if fp32_seconds is not None:
-            line += f"   x{fp32_seconds / seconds:.2f} faster than float32"
-        print(line, flush=True)
-        return seconds
-
-    t_fwd = report("synthesis forward, float32", best_time(g_forward, device, args.reps),
-                   g_flops)
-    t_fb = report("synthesis fwd+bwd to w and weights, float32",
-                  best_time(g_train, device, args.reps), 3 * g_flops)
-    t_fbw = report("synthesis fwd+bwd to w only, float32",
-                   best_time(lambda: g_train(weights=False), device, args.reps), 2 * g_flops)
-    t_d = report("D feature loss fwd+bwd, float32", best_time(d_loss, device, args.reps),
-                 3 * f_flops)
-    if lowp:
-        with torch.no_grad():
-            ref = g_forward().float()
-            diff = (g_forward(True).float() - ref).abs().mean().item()
-            span = ref.abs().mean().item()
-        report("synthesis forward, bfloat16 autocast",
-               best_time(lambda: g_forward(True), device, args.reps), g_flops, t_fwd)
-        t_fb16 = report("synthesis fwd+bwd to w and weights, bf16",
-                        best_time(lambda: g_train(True), device, args.reps), 3 * g_flops, t_fb)
-        t_fbw16 = report("synthesis fwd+bwd to w only, bf16",
-                         best_time(lambda: g_train(True, False), device, args.reps),
-                         2 * g_flops, t_fbw)
-        t_d16 = report("D feature loss fwd+bwd, bf16",
-                       best_time(lambda: d_loss(True), device, args.reps), 3 * f_flops, t_d)
-        print(f"  bfloat16 vs float32 images: mean |diff| {diff:.4f} "
-              f"(mean |image| {span:.3f})")
-    print(f"  D feature loss / synthesis fwd+bwd: {t_d / t_fb:.2f} (w and weights), "
-          f"{t_d / t_fbw:.2f} (w only), float32"
-          + (f"; {t_d16 / t_fb16:.2f} / {t_d16 / t_fbw16:.2f} bf16" if lowp else ""))
-
-    if args.no_reference:
-        return
     p = {k: v.detach() for k, v in g.state_dict().items()}
-    n_levels = len(g.to_rgbs)
-    with torch.no_grad():
-        err = (synthesis_ref(p, n_levels, w0) - g.synthesis(w0)).abs().max().item()
+    pd = {k: v.detach() for k, v in d.state_dict().items()}
 
     def ref_train():
         leaves = {k: v.clone().requires_grad_() if k.endswith(("weight", "bias", "input"))
                   else v for k, v in p.items()}
         w = w0.detach().requires_grad_()
-        synthesis_ref(leaves, n_levels, w).square().mean().backward()
-
-    pd = {k: v.detach() for k, v in d.state_dict().items()}
+        synthesis_ref(leaves, len(g.to_rgbs), w).square().mean().backward()
 
     def ref_d_loss():
         a = img_a.detach().requires_grad_()
         feature_loss(pd, lambda m, x, n: features_ref(m, x, n), a, img_b)
 
-    t_ref = best_time(ref_train, device, 1)
-    t_ref_d = best_time(ref_d_loss, device, 1)
-    print(f"  reference formulation (max |diff| to ours {err:.1e}):")
-    print(f"  {'synthesis fwd+bwd to w and weights, float32':<44s} {t_ref:8.3f} s "
-          f"{3 * g_flops / t_ref / 1e9:7.0f} GFLOP/s   ours x{t_ref / t_fb:.2f} faster")
-    print(f"  {'D feature loss fwd+bwd, float32':<44s} {t_ref_d:8.3f} s "
-          f"{3 * f_flops / t_ref_d / 1e9:7.0f} GFLOP/s   ours x{t_ref_d / t_d:.2f} faster")
+    def interleaved(cases, reps):
+        """Time each (label, fn, flops) case reps times, round-robin, each run right after a
+        float32 matmul; print best time, GFLOP/s and the best ratio to that matmul."""
+        runs = {label: [] for label, _, _ in cases}
+        for _ in range(reps):
+            for label, fn, flops in cases:
+                mm32 = matmul_gflops(device, torch.float32, 1)
+                seconds = best_time(fn, device, 1)
+                runs[label].append((seconds, flops / seconds / 1e9 / mm32))
+        best = {}
+        for label, _, flops in cases:
+            seconds = min(t for t, _ in runs[label])
+            ratio = max(r for _, r in runs[label])
+            print(f"  {label:<42s} {seconds:8.3f} s {flops / seconds / 1e9:7.1f} GFLOP/s "
+                  f"{100 * ratio:4.0f}% of matmul", flush=True)
+            best[label] = seconds
+        return best
+
+    fb, fbw, dl = ("synthesis fwd+bwd to w and weights", "synthesis fwd+bwd to w only",
+                   "D feature loss fwd+bwd to image")
+    fp32 = interleaved([("synthesis forward", g_forward, g_flops), (fb, g_train, 3 * g_flops),
+                        (fbw, lambda: g_train(weights=False), 2 * g_flops),
+                        (dl, d_loss, 3 * f_flops)], args.reps)
+    print(f"  D feature loss / synthesis fwd+bwd: {fp32[dl] / fp32[fb]:.2f} (to w and "
+          f"weights), {fp32[dl] / fp32[fbw]:.2f} (to w only)", flush=True)
+    if lowp:
+        with torch.no_grad():
+            ref = g_forward().float()
+            diff = (g_forward(True).float() - ref).abs().mean().item()
+            span = ref.abs().mean().item()
+        print(f"  bfloat16 autocast (GFLOP/s ratios still against the float32 matmul); "
+              f"images: mean |diff| to float32 {diff:.4f} (mean |image| {span:.3f})")
+        bf16 = interleaved([("synthesis forward", lambda: g_forward(True), g_flops),
+                            (fb, lambda: g_train(True), 3 * g_flops),
+                            (fbw, lambda: g_train(True, False), 2 * g_flops),
+                            (dl, lambda: d_loss(True), 3 * f_flops)], args.reps)
+        print("  bfloat16 speed-up over float32: " + ", ".join(
+            f"{label} x{fp32[label] / bf16[label]:.2f}" for label in bf16), flush=True)
+        print(f"  bf16 D feature loss / synthesis fwd+bwd: {bf16[dl] / bf16[fb]:.2f} (to w "
+              f"and weights), {bf16[dl] / bf16[fbw]:.2f} (to w only)", flush=True)
+    if args.no_reference:
+        return
+    with torch.no_grad():
+        err = (synthesis_ref(p, len(g.to_rgbs), w0) - g.synthesis(w0)).abs().max().item()
+        ref_feats = features_ref(pd, img_a, 4)
+        err_d = max((a - b).abs().max().item()
+                    for a, b in zip(ref_feats, d.features(img_a, 4), strict=True))
+    print(f"  reference formulation (max |diff| to ours: image {err:.1e}, "
+          f"features {err_d:.1e}), one run each:", flush=True)
+    ref = interleaved([(fb, ref_train, 3 * g_flops), (dl, ref_d_loss, 3 * f_flops)], 1)
+    print(f"  ours vs reference: synthesis fwd+bwd x{ref[fb] / fp32[fb]:.2f} faster, "
+          f"D feature loss x{ref[dl] / fp32[dl]:.2f} faster", flush=True)
 
 
 def main() -> None:

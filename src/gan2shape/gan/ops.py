@@ -30,8 +30,8 @@ BLUR_TAPS = (1, 3, 3, 1)
 
 def bf16_supported() -> bool:
     """Whether this CPU runs bfloat16 convolutions natively (AVX-512 BF16 / AMX)."""
-    return bool(torch.backends.mkldnn.is_available()
-                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(torch.backends.mkldnn.is_available() and probe is not None and probe())
 
 
 def low_precision(device: torch.device | str, enabled: bool = True):
