@@ -20,7 +20,8 @@ Results are cached per face in ``OUT/images/testNNNN.json`` (atomically, after e
 so a rerun with the same settings skips what is done; a change of settings (preset,
 overrides, inversion steps, GAN weights) recomputes. The GAN is the embedded model as first
 snapshotted into ``OUT/`` (the packaged asset may be replaced while it trains), or ``--gan``.
-``--report`` only prints the table of the finished faces. The table goes to ``OUT/table.md``.
+``--report`` only prints the table of the finished faces. The table goes to ``OUT/table.md``,
+the effective configuration of GAN2Shape to ``OUT/config.yaml``.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ import torch
 from tqdm import tqdm
 
 from gan2shape import embedded, heldout
-from gan2shape.config import load_config
+from gan2shape.config import load_config, save_config
 from gan2shape.errors import UserError
-from gan2shape.fileio import atomic_path, save_json, save_text
+from gan2shape.fileio import atomic_path, load_torch, save_json, save_text
 from gan2shape.recon import Reconstructor, SequenceSpec
 
 LEARNED = ("no GAN", "GAN2Shape")
@@ -121,13 +122,16 @@ class Bench:
         self.cfg = load_config(args.preset, overrides=[*priors, *args.overrides])
         self.cfg_no_gan = load_config(args.preset, overrides=[*priors, *args.overrides,
                                                               "use_gan_samples=false"])
-        self.gan = load_stylegan2(gan_path, device=str(self.device))
+        checkpoint = load_torch(gan_path, "StyleGAN2 checkpoint")
+        self.gan_iteration = checkpoint.get("iteration") if isinstance(checkpoint, dict) else None
+        self.gan = load_stylegan2(checkpoint, device=str(self.device))
         self.invert_steps = args.invert_steps
         self.settings = {"preset": args.preset, "overrides": args.overrides,
                          "config": config_digest(self.cfg),
                          "config_no_gan": config_digest(self.cfg_no_gan),
                          "gan": sha256(Path(gan_path)), "invert_steps": args.invert_steps,
                          "baseline_images": BASELINE_IMAGES}
+        save_config(self.cfg, args.out / "config.yaml")  # GAN2Shape's; no GAN adds one switch
         if report_only:
             return
         self.full = Reconstructor(self.gan, self.cfg, device=self.device, progress=False,
@@ -185,8 +189,10 @@ def mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def table(records: dict[int, dict], settings: dict, device: str) -> str:
-    """Markdown table over the faces whose every method is done."""
+def table(records: dict[int, dict], settings: dict, device: str,
+          gan_iteration: int | None = None) -> str:
+    """Markdown table over the faces whose every method is done; gan_iteration: the GAN
+    trainer's iteration stored in its checkpoint, when known."""
     done = {i: r for i, r in sorted(records.items()) if all(m in r["scores"] for m in METHODS)}
     if not done:
         return "No test face is finished yet.\n"
@@ -210,7 +216,9 @@ def table(records: dict[int, dict], settings: dict, device: str) -> str:
         f"N = {n} held-out test {faces} (procedural family seed {embedded.TEST_SEED}), "
         f"{embedded.IMAGE_SIZE} px, preset {settings['preset']}"
         + (f" with {' '.join(settings['overrides'])}" if settings["overrides"] else "")
-        + f", GAN sha256 {settings['gan']}, {settings['invert_steps']} inversion steps, "
+        + f", GAN sha256 {settings['gan']}"
+        + (f" (training iteration {gan_iteration})" if gan_iteration is not None else "")
+        + f", {settings['invert_steps']} inversion steps, "
         f"device {device}. Mean ± sample standard deviation over the faces.",
         "",
         *rows,
@@ -240,7 +248,7 @@ def main() -> int:
         else:
             record = bench.run_face(index, path, bar)
         records[index] = record
-    text = table(records, bench.settings, str(bench.device))
+    text = table(records, bench.settings, str(bench.device), bench.gan_iteration)
     save_text(text, args.out / "table.md")
     print(text)
     return 0
