@@ -1,0 +1,68 @@
+"""benchmarks/synthetic.py: the table from per-face records, the cache, and a tiny end-to-end
+run."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "synthetic.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("synthetic_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def record(bench, side, mad, seconds):
+    return {"scores": {m: {"SIDE": side[m], "MAD_deg": mad[m]} for m in bench.METHODS},
+            "seconds": {"no GAN": seconds, "GAN2Shape": 2 * seconds, "inversion": 1.0},
+            "inversion_psnr_db": 20.0}
+
+
+def test_table_means_and_sample_deviations(bench):
+    settings = {"preset": "demo", "overrides": [], "gan": "abc", "invert_steps": 3}
+    a = record(bench, dict.fromkeys(bench.METHODS, 0.01), dict.fromkeys(bench.METHODS, 10.0), 4)
+    b = record(bench, dict.fromkeys(bench.METHODS, 0.02), dict.fromkeys(bench.METHODS, 20.0), 6)
+    b["scores"]["GAN2Shape"] = {"SIDE": 0.005, "MAD_deg": 30.0}
+    unfinished = {"scores": {}, "seconds": {}}
+    text = bench.table({0: a, 1: b, 2: unfinished}, settings, "cpu", gan_iteration=7)
+    assert "N = 2 held-out test faces 0..1" in text and "training iteration 7" in text
+    # mean 1.5e-2 = 1.500 x1e-2; sample std of (1, 2) = 0.707
+    assert "| constant depth | 1.500 ± 0.707 | 15.00 ± 7.07 | - |" in text
+    assert "| no GAN | 1.500 ± 0.707 | 15.00 ± 7.07 | 5 ± 1 |" in text
+    assert "| GAN2Shape | 0.750 ± 0.354 | 20.00 ± 14.14 | 10 ± 3 |" in text
+    assert "better than no GAN on 1/2 faces by SIDE and 0/2 by MAD" in text
+    assert bench.table({2: unfinished}, settings, "cpu").startswith("No test face")
+
+
+def test_a_record_under_other_settings_is_not_reused(bench, tmp_path):
+    path = tmp_path / "test0000.json"
+    path.write_text(json.dumps({"settings": {"a": 1}, "scores": {"no GAN": {}}, "seconds": {}}))
+    assert bench.load_record(path, {"a": 1})["scores"] == {"no GAN": {}}
+    assert bench.load_record(path, {"a": 2})["scores"] == {}
+    path.write_text("{not json")
+    assert bench.load_record(path, {"a": 1})["scores"] == {}
+
+
+@pytest.mark.slow
+def test_end_to_end_tiny_schedule_and_resume(tmp_path):
+    out = tmp_path / "bench"
+    cmd = [sys.executable, str(SCRIPT), "--images", "2", "--out", str(out), "--device", "cpu",
+           "--invert-steps", "2", "--set", "num_stage=1", "--set", "prior_iters=2",
+           "--set", "stage_len_dict={step1: 1, step2: 1, step3: 1}", "--set", "collect_iters=1"]
+    first = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert "N = 2 held-out test faces 0..1" in first.stdout
+    for method in ("constant depth", "average ground-truth depth", "ellipsoid prior",
+                   "no GAN", "GAN2Shape"):
+        assert f"| {method} |" in (out / "table.md").read_text()
+    cached = (out / "images" / "test0001.json").read_text()
+    second = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert (out / "images" / "test0001.json").read_text() == cached  # nothing recomputed
+    assert second.stdout == first.stdout
