@@ -174,3 +174,19 @@ def test_discriminator_features_are_block_outputs():
     assert torch.allclose(feats[2], d.convs[2](d.convs[1](d.convs[0](img))))
     with pytest.raises(ValueError):
         d.features(img, 0)
+
+
+def test_bfloat16_autocast_path_runs_and_stays_close():
+    # low_precision() enables this on CUDA and on CPUs with native bfloat16; the code path
+    # (dtype handling, float32 demodulation, custom backward) is checked here directly.
+    g, d = small_generator(size=16), Discriminator(16, channels=WIDTHS)
+    w = g.mapping(torch.randn(4, 24)).detach().requires_grad_()
+    ref = g.synthesis(w)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        img = g.synthesis(w)
+        feats = d.features(img, 2)
+        logits = d(img)
+    assert img.dtype == torch.bfloat16 and logits.shape == (4, 1)
+    assert (img.float() - ref).abs().mean() < 0.02 * ref.abs().mean().clamp(min=1.0)
+    sum(f.float().abs().mean() for f in feats).backward()
+    assert w.grad is not None and torch.isfinite(w.grad).all()
