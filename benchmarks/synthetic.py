@@ -131,9 +131,9 @@ class Bench:
                          "config_no_gan": config_digest(self.cfg_no_gan),
                          "gan": sha256(Path(gan_path)), "invert_steps": args.invert_steps,
                          "baseline_images": BASELINE_IMAGES}
-        save_config(self.cfg, args.out / "config.yaml")  # GAN2Shape's; no GAN adds one switch
         if report_only:
             return
+        save_config(self.cfg, args.out / "config.yaml")  # GAN2Shape's; no GAN adds one switch
         self.full = Reconstructor(self.gan, self.cfg, device=self.device, progress=False,
                                   sequences=NO_SEQUENCES)
         self.no_gan = Reconstructor(self.gan, self.cfg_no_gan, device=self.device,
@@ -184,9 +184,15 @@ class Bench:
 
 
 def mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    mean = statistics.fmean(values) * scale
-    std = statistics.stdev(values) * scale if len(values) > 1 else math.nan
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    """Mean ± sample standard deviation of the finite values; undefined scores (a depth
+    with no valid pixel on the ground truth) are counted as failures."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return f"failed on all {len(values)}"
+    mean = statistics.fmean(finite) * scale
+    std = statistics.stdev(finite) * scale if len(finite) > 1 else math.nan
+    failed = len(values) - len(finite)
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" + (f" ({failed} failed)" if failed else "")
 
 
 def table(records: dict[int, dict], settings: dict, device: str,
@@ -207,7 +213,10 @@ def table(records: dict[int, dict], settings: dict, device: str,
         rows.append(f"| {m} | {mean_std(side, 100, 3)} | {mean_std(mad)} | {wall} |")
     inversion = [r["seconds"]["inversion"] for r in done.values()]
     psnr = [r["inversion_psnr_db"] for r in done.values()]
-    better = {k: sum(r["scores"]["GAN2Shape"][k] < r["scores"]["no GAN"][k]
+    def beats(ours: float, theirs: float) -> bool:  # a failure (NaN) loses
+        return math.isfinite(ours) and (not math.isfinite(theirs) or ours < theirs)
+
+    better = {k: sum(beats(r["scores"]["GAN2Shape"][k], r["scores"]["no GAN"][k])
                      for r in done.values()) for k in ("SIDE", "MAD_deg")}
     indices = list(done)
     faces = f"faces {indices[0]}..{indices[-1]}" if indices == list(

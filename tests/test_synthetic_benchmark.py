@@ -42,6 +42,16 @@ def test_table_means_and_sample_deviations(bench):
     assert bench.table({2: unfinished}, settings, "cpu").startswith("No test face")
 
 
+def test_undefined_scores_count_as_failures(bench):
+    settings = {"preset": "demo", "overrides": [], "gan": "abc", "invert_steps": 3}
+    ok = dict.fromkeys(bench.METHODS, 0.01)
+    records = {i: record(bench, ok, dict.fromkeys(bench.METHODS, 10.0 + i), 4) for i in range(3)}
+    records[1]["scores"]["no GAN"] = {"SIDE": float("nan"), "MAD_deg": float("nan")}
+    text = bench.table(records, settings, "cpu")
+    assert "| no GAN | 1.000 ± 0.000 (1 failed) | 11.00 ± 1.41 (1 failed) |" in text
+    assert "better than no GAN on 1/3 faces by SIDE and 1/3 by MAD" in text
+
+
 def test_a_record_under_other_settings_is_not_reused(bench, tmp_path):
     path = tmp_path / "test0000.json"
     path.write_text(json.dumps({"settings": {"a": 1}, "scores": {"no GAN": {}}, "seconds": {}}))
