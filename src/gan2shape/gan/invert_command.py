@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=4, help="images inverted together")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if there)")
+    parser.add_argument("--poor-fit-db", type=float, default=POOR_FIT_PSNR_DB,
+                        help="warn when the projection's PSNR is below this (dB)")
     parser.add_argument("--force", action="store_true", help="redo images already inverted")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -130,11 +132,11 @@ def run(args: argparse.Namespace) -> int:
             else:
                 save_latent(f"{stem}.pt", latent)
             save_image(tensor_to_uint8(result.images[k]), f"{stem}.png")
-            message = fit_warning(psnr)
+            message = fit_warning(psnr, args.poor_fit_db)
             save_json({
                 "image": str(path), "psnr_db": psnr,
                 "losses": {name: float(v[k]) for name, v in result.losses.items()},
-                "poor_fit": message is not None, "poor_fit_threshold_db": POOR_FIT_PSNR_DB,
+                "poor_fit": message is not None, "poor_fit_threshold_db": args.poor_fit_db,
                 "steps": args.steps, "lr": args.lr, "w_plus": args.w_plus,
                 "noise": args.noise, "perceptual": args.perceptual, "seed": args.seed,
                 "crop": crop, "gan": str(args.gan), "seconds": seconds,
