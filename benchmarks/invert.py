@@ -3,13 +3,14 @@
 For a checkpoint (the embedded model by default) it inverts
   * GAN samples with known latents (the PSNR a perfect optimiser would push to infinity),
   * held-out photos from a folder (e.g. the procedural test split), and
-  * the same photos upside down and colour-inverted: images far from what the GAN makes,
+  * the same photos upside down and colour-inverted, and --unrelated photos: images far
+    from what the GAN makes,
     whose PSNR sets the poor-fit warning threshold (gan2shape.gan.invert.POOR_FIT_PSNR_DB),
 in W and in W+, recording the mean PSNR every few steps. With --config-e it also times a
 128 px config-e generator (rosinality channel multiplier 1, random weights: time only).
 
     python benchmarks/invert.py --gan runs/embedded64/checkpoint.pt \
-        --photos data/test64/images -n 8 --steps 300 --threads 1
+        --photos data/test64/images -n 8 --steps 300 --threads 1 --unrelated PHOTO...
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gan", required=True, help="checkpoint (rosinality format)")
     parser.add_argument("--photos", help="folder of held-out photos (e.g. data/test64/images)")
+    parser.add_argument("--unrelated", nargs="+", metavar="IMG",
+                        help="unrelated photos (any content) for the poor-fit threshold")
     parser.add_argument("-n", type=int, default=8, help="images per case")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--every", type=int, default=50, help="record PSNR every N steps")
@@ -73,6 +76,9 @@ def main(argv=None) -> int:
                      args.every, w_plus)
         run_case("photos upside down", g, d, photos.flip(2), args.steps, args.every, False)
         run_case("photos colour-inverted", g, d, -photos, args.steps, args.every, False)
+    if args.unrelated:
+        others = torch.stack([load_image(p, g.size) for p in args.unrelated])
+        run_case("unrelated photos", g, d, others, args.steps, args.every, False)
     if args.config_e:
         torch.manual_seed(0)
         ge = Generator(128, channel_multiplier=1).eval()
