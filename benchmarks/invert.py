@@ -1,11 +1,11 @@
 """Inversion benchmark: PSNR reached against optimisation steps, and time per image.
 
-For a checkpoint (the embedded model by default) it inverts
+For a checkpoint (e.g. the embedded model's) it inverts
   * GAN samples with known latents (the PSNR a perfect optimiser would push to infinity),
   * held-out photos from a folder (e.g. the procedural test split), and
-  * the same photos upside down and colour-inverted, and --unrelated photos: images far
-    from what the GAN makes,
-    whose PSNR sets the poor-fit warning threshold (gan2shape.gan.invert.POOR_FIT_PSNR_DB),
+  * those photos upside down and colour-inverted, and --unrelated photos: images far from
+    what the GAN makes, whose PSNR sets the poor-fit warning threshold
+    (gan2shape.gan.invert.POOR_FIT_PSNR_DB),
 in W and in W+, recording the mean PSNR every few steps. With --config-e it also times a
 128 px config-e generator (rosinality channel multiplier 1, random weights: time only).
 
