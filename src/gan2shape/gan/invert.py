@@ -27,10 +27,11 @@ import torch.nn.functional as F
 from ..errors import UserError
 
 # Below this PSNR (dB) a projection is reported as a poor explanation of the image. Measured
-# with the embedded 64 px model (benchmarks/invert.py, 200 W steps, iteration 1219): its own
-# samples 43-45 dB, held-out procedural photos 25.6-29.4 dB, the same photos colour-inverted
-# 21.6-24.3 dB, unrelated photos and screenshots 17.0-23.5 dB. PSNR also depends on how much
-# flat background an image has, so larger GANs on real photos may need a lower value.
+# with the embedded 64 px model (benchmarks/invert.py, 200 W steps, 4 images per case) at
+# iterations 1219 / 2397: its own samples 43-45 / 42-46 dB, held-out procedural photos
+# 25.6-29.4 / 27.3-31.7 dB, the same photos colour-inverted 21.6-24.3 / 22.2-25.6 dB,
+# unrelated photos and screenshots 17.0-23.5 / 17.1-26.0 dB. PSNR also rewards flat
+# backgrounds, so larger GANs on real photos may need a lower value.
 POOR_FIT_PSNR_DB = 24.0
 D_FEATURE_BLOCKS = 4  # as the release's discriminator-feature loss
 MEAN_LATENT_SAMPLES = 4096  # W samples for the starting point and the latent-noise scale
