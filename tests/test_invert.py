@@ -25,15 +25,6 @@ SIZE, STYLE = 16, 32
 CHANNELS = {4: 32, 8: 32, 16: 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: on a shared 2-core machine two OpenMP threads spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def gan():
     """A small random-init StyleGAN2 (its images are structured enough to invert)."""

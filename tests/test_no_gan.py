@@ -22,14 +22,6 @@ class GANForward(AssertionError):
     pass
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def guarded_gan():
     """A tiny StyleGAN2 whose every module raises when it runs forward."""

@@ -21,15 +21,6 @@ class Interrupted(Exception):
     """Stands in for a run that was stopped (KeyboardInterrupt would stop pytest itself)."""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tiny convolutions run far faster on one thread on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def gan_path(tmp_path_factory):
     torch.manual_seed(0)

@@ -19,14 +19,6 @@ FAST = ["num_stage=1", "stage_len_dict={step1: 1, step2: 1, step3: 1}", "collect
         "prior_iters=1", "flip3_cfg=[true]", "flip1_cfg=[false]"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A GAN checkpoint, two 64 px GAN samples with their latents, a ground-truth depth."""

@@ -9,16 +9,6 @@ import torch
 from gan2shape.render import reproject, warp_canon_depth
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are small: on the shared CPU intra-op threads only add hand-off waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-
 def smooth_depth(size: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     y, x = torch.meshgrid(torch.linspace(0, 1, size, dtype=torch.float64),

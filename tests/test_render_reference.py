@@ -15,16 +15,6 @@ from gan2shape.render import (
     warp_points,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are small: on the shared CPU intra-op threads only add hand-off waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 FOV_DEG = 10.0
 
 

@@ -3,20 +3,9 @@ planes and a direct evaluation."""
 
 import math
 
-import pytest
 import torch
 
 from gan2shape.render import lambertian_shading, normals_from_depth
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are small: on the shared CPU intra-op threads only add hand-off waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 F64 = torch.float64
 

@@ -16,15 +16,6 @@ from gan2shape.gan import (
 WIDTHS = {4: 16, 8: 16, 16: 12, 32: 8, 64: 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny tensors: on a shared, oversubscribed CPU, thread barriers dominate otherwise.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_ckpt(size=64, style_dim=24, n_mlp=3):
     torch.manual_seed(0)
     g = Generator(size, style_dim=style_dim, n_mlp=n_mlp, channels=WIDTHS)

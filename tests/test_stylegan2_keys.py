@@ -1,18 +1,8 @@
 """State-dict keys and shapes against the rosinality layout, written out independently here."""
 
 import pytest
-import torch
 
 from gan2shape.gan import Discriminator, Generator
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny tensors: on a shared, oversubscribed CPU, thread barriers dominate otherwise.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def rosinality_widths(cm):

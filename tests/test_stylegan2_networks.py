@@ -9,15 +9,6 @@ from stylegan2_reference import conv_layer_ref, discriminator_ref, generator_ref
 WIDTHS = {4: 16, 8: 16, 16: 12, 32: 8}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny tensors: on a shared, oversubscribed CPU, thread barriers dominate otherwise.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small_generator(size=32, seed=0):
     torch.manual_seed(seed)
     g = Generator(size, style_dim=24, n_mlp=3, channels=WIDTHS)

@@ -22,13 +22,11 @@ from stylegan2_reference import blur_kernel, modulated_conv_ref, upfirdn2d_ref
 
 @pytest.fixture(autouse=True, scope="module")
 def float64_single_thread():
-    # float64 for tight comparisons; one thread: tiny tensors on a shared CPU.
-    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    # float64 for tight comparisons.
+    dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
     yield
     torch.set_default_dtype(dtype)
-    torch.set_num_threads(threads)
 
 
 def rand(*shape, seed=0):

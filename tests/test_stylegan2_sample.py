@@ -11,14 +11,6 @@ from gan2shape.gan import Discriminator, Generator, load_latent, load_stylegan2,
 WIDTHS = {4: 16, 8: 16, 16: 8}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def ckpt(tmp_path):
     torch.manual_seed(0)

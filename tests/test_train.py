@@ -16,15 +16,6 @@ from gan2shape.gan.train import TrainConfig, Trainer, ema_beta, parse_channels, 
 SIZE = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: on a shared 2-core machine two OpenMP threads spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def procedural_set(n: int = 32, size: int = SIZE, seed: int = 0) -> torch.Tensor:
     """Bright discs of random colour, place and radius on a dark background: (n, 3, S, S) uint8."""
     rng = np.random.default_rng(seed)
