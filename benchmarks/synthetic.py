@@ -110,8 +110,8 @@ class Bench:
     both reconstructors."""
 
     def __init__(self, args: argparse.Namespace, report_only: bool = False):
+        from gan2shape.devices import resolve_device
         from gan2shape.gan import load_stylegan2
-        from gan2shape.recon.command import resolve_device
 
         self.device = resolve_device(args.device)
         files = {} if args.gan else snapshot(args.out)

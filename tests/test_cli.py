@@ -37,3 +37,18 @@ def test_load_torch_errors_are_one_line(tmp_path):
         load_torch(bad)
     save_torch({"a": 1}, tmp_path / "ok.pt")
     assert load_torch(tmp_path / "ok.pt") == {"a": 1}
+
+
+def test_resolve_device_errors_are_one_line():
+    import torch
+
+    from gan2shape.devices import resolve_device
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected == resolve_device(None).type
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(UserError, match="unknown device"):
+        resolve_device("bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="sees no CUDA device"):
+            resolve_device("cuda")

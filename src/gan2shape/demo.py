@@ -41,12 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .devices import resolve_device
     from .errors import UserError
     from .gan import load_stylegan2
     from .gan.invert import PoorFitWarning, latent_for_image
     from .heldout import average_depth_pool, baseline_scores, heldout_scenes
     from .recon import Reconstructor
-    from .recon.command import resolve_device
 
     if args.index < 0 or args.baseline_images < 1 or args.invert_steps < 0:
         raise UserError("--index and --invert-steps must be >= 0, --baseline-images >= 1")

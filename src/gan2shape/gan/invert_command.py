@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..devices import resolve_device
 from ..errors import UserError
 from ..fileio import save_image, save_json, save_torch
 from .checkpoint import load_stylegan2
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--steps and --batch must be positive")
     if args.perceptual == "vgg" and not args.vgg:
         raise UserError("--perceptual vgg needs --vgg PATH (VGG16 weights)")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(resolve_device(args.device))
     crop = parse_crop(args.crop)
     paths = expand_inputs(args.images)
     out = Path(args.out)

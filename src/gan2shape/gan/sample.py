@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..devices import resolve_device
 from ..errors import UserError
 from ..fileio import save_image, save_text
 from .checkpoint import load_stylegan2
@@ -46,18 +47,6 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
     return x.permute(1, 2, 0).cpu().numpy()
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise UserError(f"unknown device {name!r}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name} requested but CUDA is not available")
-    return device
-
-
 def run(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UserError(f"-n must be at least 1, got {args.n}")
@@ -67,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--truncation must be in [0, 1], got {args.truncation}")
     if args.seed < 0:
         raise UserError(f"--seed must be non-negative, got {args.seed}")
-    device = _device(args.device)
+    device = resolve_device(args.device)
     gan = load_stylegan2(args.gan, device=device, need_discriminator=False)
     g = gan.generator
     out = Path(args.out)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..devices import resolve_device
 from ..errors import UserError
 from ..fileio import load_torch, save_image, save_json
 from . import Discriminator, Generator, save_stylegan2
@@ -465,7 +466,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         channels = dict(DEFAULT_CHANNELS_64)
     else:
         raise UserError(f"--size {size}: give --channels or --width (defaults exist for 64)")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(resolve_device(args.device))
     if args.batch < 1:
         raise UserError("--batch must be positive")
     if args.iters is not None:

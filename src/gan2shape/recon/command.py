@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import available_presets, load_config, save_config
+from ..devices import resolve_device
 from ..errors import UserError
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -196,14 +197,6 @@ def latent_by_inversion(image_path: Path, gan, device: torch.device) -> torch.Te
         raise UserError("--invert needs GAN inversion (gan2shape.gan.invert), which this "
                         "installation lacks; give latent files instead") from exc
     return invert.invert_image(image_path, gan, device=device)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but PyTorch sees no CUDA device")
-    return torch.device(name)
 
 
 def prepare(args):
