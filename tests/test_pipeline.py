@@ -186,3 +186,45 @@ def test_output_file_list_matches_interfaces():
                 "texture.png", "rotation.gif", "relight.gif", "rotation_grid.png",
                 "relight_grid.png", "metrics.json"}
     assert set(reconstructor_module.OUTPUT_FILES) == expected
+
+
+def test_residual_prior_mode_starts_exactly_at_the_ellipsoid(gan, sample, monkeypatch):
+    """prior_mode residual: no fitting steps, and before any step the depth is the ellipsoid
+    prior placed on the mask (METHOD.md section 8 formula), up to the border columns."""
+    from gan2shape.recon import priors
+
+    monkeypatch.setattr(Reconstructor, "fit_prior", lambda *a, **k: pytest.fail("prior fit"))
+    image, w = sample
+    rec = make_reconstructor(gan, "prior_mode=residual", "num_stage=1",
+                             "stage_len_dict={step1: 0, step2: 0, step3: 0}",
+                             "flip3_cfg=[false]")
+    target = rec.target(image, w)
+    with torch.no_grad():
+        depth = rec.ctx.predict(target.image, depth_offset=target.depth_offset).f.depth[0]
+    cfg = rec.cfg
+    prior = priors.ellipsoid_prior(target.mask[0, 0], cfg.category, cfg.prior_near,
+                                   cfg.prior_far)
+    torch.testing.assert_close(depth[:, 2:-2], prior[:, 2:-2], atol=1e-5, rtol=0)
+    result = rec.fit(image, w)  # the whole pipeline runs in this mode too
+    assert torch.isfinite(result.depth).all()
+
+
+def test_residual_prior_mode_refuses_pretrained_depth(gan):
+    from gan2shape.errors import UserError
+    from gan2shape.recon.networks import build_networks
+
+    cfg = load_config("tiny", overrides=[*FAST, "prior_mode=residual"])
+    nets = build_networks(cfg.image_size, STYLE_DIM, cfg.nf, cfg.enc_nf)
+    with pytest.raises(UserError, match="prior_mode residual"):
+        Reconstructor(gan, cfg, pretrained={"netD": nets["netD"].state_dict()}, progress=False)
+
+
+def test_lr_depth_sets_only_the_depth_networks_step_size(gan):
+    rec = make_reconstructor(gan, "lr=1e-3", "lr_depth=1e-5")
+    opt = steps.make_optimizer(rec.nets, steps.STEP3_NETS, rec.cfg)
+    depth_params = {id(p) for p in rec.nets["netD"].parameters()}
+    for group in opt.param_groups:
+        is_depth = all(id(p) in depth_params for p in group["params"])
+        assert group["lr"] == (1e-5 if is_depth else 1e-3)
+    assert sum(len(g["params"]) for g in opt.param_groups) == sum(
+        len(list(rec.nets[n].parameters())) for n in steps.STEP3_NETS)

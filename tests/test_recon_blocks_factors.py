@@ -65,3 +65,15 @@ def test_compose_shading_on_a_tilted_plane():
     assert abs(float(f.shading[0, 0, 5, 5]) - (0.3 + 0.6 * cos)) < 1e-6
     assert abs(float(f.diffuse[0, 0, 5, 5]) - cos) < 1e-6
     torch.testing.assert_close(f.image, f.shading.expand(1, 3, h, w) - 1)
+
+
+def test_raw_from_depth_inverts_depth_from_raw_as_offset():
+    """depth = min + (max - min) * (tanh(offset) + 1) / 2 with a constant network output,
+    so raw_from_depth(d) as the offset gives d back (border columns blended apart)."""
+    torch.manual_seed(0)
+    d = 0.92 + 0.16 * torch.rand(2, 8, 8)
+    offset = factors.raw_from_depth(d, 0.9, 1.1)
+    expected_offset = 0.5 * torch.log((1 + (d - 1.0) / 0.1) / (1 - (d - 1.0) / 0.1))
+    torch.testing.assert_close(offset, expected_offset, atol=1e-5, rtol=0)
+    got = factors.depth_from_raw(torch.full((2, 1, 8, 8), 3.0), 0.9, 1.1, offset=offset)
+    torch.testing.assert_close(got[..., 2:-2], d[..., 2:-2], atol=1e-6, rtol=0)

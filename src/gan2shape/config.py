@@ -28,6 +28,7 @@ STEP_NAMES = ("step1", "step2", "step3")
 CATEGORIES = ("face", "synface", "cat", "car", "church", "horse", "object")
 MASK_METHODS = ("box", "foreground", "file", "segmenter")
 PERCEPTUAL_CHOICES = ("lpips", "vgg16", "discriminator", "none")
+PRIOR_MODES = ("fit", "residual")
 CONVENTIONS = ("clean", "release")
 
 # Keys of the release's YAML files that drove its trainer, logging or multi-GPU set-up;
@@ -89,6 +90,10 @@ class ReconConfig:
         default_factory=lambda: [-1.0, 1.0, -0.2, 0.8, -0.1, 0.6, -0.6])
     # optimisation
     lr: float = 1e-4
+    # The depth network's lr in Step 3 (None: lr, the release's). Every Adam step moves
+    # each weight by about lr whatever the gradient, and at 64 px a depth change of 1e-4
+    # tilts a normal by 2 deg, so a small net's depth drifts at the release's lr.
+    lr_depth: float | None = None
     weight_decay: float = 5e-4
     lam_perc: float = 0.5
     lam_smooth: float = 0.01
@@ -117,6 +122,12 @@ class ReconConfig:
     prior_far: float = 1.02
     prior_iters: int = 1000
     prior_lr: float = 1e-4
+    # fit: the release's, the depth network is first trained by MSE towards the ellipsoid
+    # (prior_iters Adam steps at prior_lr). residual: the ellipsoid is added to the depth
+    # network's centred raw output and that network's last layer starts at zero, so the
+    # depth starts exactly at the prior with no fitting (a 64 px net fitted for 100 steps
+    # starts 10 deg MAD worse than the prior it was fitted to). Not with pre-trained netD.
+    prior_mode: str = "fit"
     # network widths (None: the release's, needed to load its weights)
     nf: int | None = None
     enc_nf: int = 32
@@ -184,6 +195,7 @@ class ReconConfig:
              "rand_light must be [x_min, x_max, y_min, y_max, jitter_min, jitter_max, alpha]")
         for name in ("lr", "prior_lr", "fov"):
             need(getattr(self, name) > 0, f"{name} must be positive")
+        need(self.lr_depth is None or self.lr_depth > 0, "lr_depth must be positive")
         need(self.fov < 180, "fov must be below 180 degrees")
         for name in ("weight_decay", "lam_perc", "lam_smooth", "lam_regular", "prior_iters",
                      "xyz_rotation_range", "xy_translation_range", "z_translation_range"):
@@ -194,6 +206,8 @@ class ReconConfig:
              f"need 0 < prior_near < prior_far, got {self.prior_near}, {self.prior_far}")
         need(self.prior_far - self.prior_near < 0.4,
              "prior_far - prior_near must be below the ellipsoid radius 0.4")
+        need(self.prior_mode in PRIOR_MODES,
+             f"prior_mode must be one of {', '.join(PRIOR_MODES)}")
         need(self.perceptual in PERCEPTUAL_CHOICES,
              f"perceptual must be one of {', '.join(PERCEPTUAL_CHOICES)}")
         need(self.perceptual not in ("vgg16", "lpips") or self.vgg16_path is not None,

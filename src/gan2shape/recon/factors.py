@@ -43,20 +43,33 @@ def apply_depth_border(depth: torch.Tensor, border_depth: float) -> torch.Tensor
 
 
 def depth_from_raw(raw: torch.Tensor, min_depth: float = 0.9, max_depth: float = 1.1,
-                   border_depth: float | None = None) -> torch.Tensor:
+                   border_depth: float | None = None,
+                   offset: torch.Tensor | None = None) -> torch.Tensor:
     """Canonical depth from the depth network's raw output.
 
-    raw: (B, 1, H, W) or (B, H, W). Returns (B, H, W): rescale(tanh(raw - mean(raw))) with
-    the mean taken per image, then the border blend (``border_depth`` defaults to the
-    release's 0.7 * max + 0.3 * min).
+    raw: (B, 1, H, W) or (B, H, W). Returns (B, H, W): rescale(tanh(raw - mean(raw) +
+    offset)) with the mean taken per image, then the border blend (``border_depth``
+    defaults to the release's 0.7 * max + 0.3 * min). offset: (1 or B, H, W) in the same
+    raw units (:func:`raw_from_depth` of a shape prior, the ``residual`` prior mode), or None.
     """
     if raw.dim() == 4:
         raw = raw.squeeze(1)
     centred = raw - raw.flatten(1).mean(1).view(-1, 1, 1)
+    if offset is not None:
+        centred = centred + offset
     depth = rescale_depth(centred.tanh(), min_depth, max_depth)
     if border_depth is None:
         border_depth = default_border_depth(min_depth, max_depth)
     return apply_depth_border(depth, border_depth)
+
+
+def raw_from_depth(depth: torch.Tensor, min_depth: float = 0.9,
+                   max_depth: float = 1.1) -> torch.Tensor:
+    """Raw values (B, H, W) that :func:`depth_from_raw` maps back to depth (B, H, W) when
+    given as its offset with a constant network output (border blend aside). Depths are
+    clamped just inside the range (|tanh| <= 0.999) so the inverse stays finite."""
+    unit = (2 * depth - (max_depth + min_depth)) / (max_depth - min_depth)
+    return torch.atanh(unit.clamp(-0.999, 0.999))
 
 
 def depth_without_border(raw: torch.Tensor, min_depth: float = 0.9,

@@ -105,6 +105,16 @@ class EncoderDecoder(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.network(image)
 
+    def zero_output(self) -> None:
+        """Zero the last convolution, so that the network starts at a constant output (the
+        depth network in the ``residual`` prior mode; only without the final tanh)."""
+        last = self.network[-1]
+        if not isinstance(last, nn.Conv2d):
+            raise ValueError("zero_output needs a network without the final tanh")
+        nn.init.zeros_(last.weight)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
+
 
 class Encoder(nn.Module):
     """Image -> vector: the release's ``Encoder`` (view and light networks).

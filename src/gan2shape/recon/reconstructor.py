@@ -26,7 +26,7 @@ from .. import export
 from ..errors import UserError
 from ..fileio import load_torch, save_json, save_torch
 from ..render import normals_from_depth, warp_canon_depth
-from . import losses, priors, steps
+from . import factors, losses, priors, steps
 from .networks import build_networks, load_networks
 from .sequences import SequenceSpec, make_sequences
 
@@ -168,6 +168,12 @@ class Reconstructor:
             load_networks(nets, state, str(pretrained) if not isinstance(pretrained, dict)
                           else "weights")
             self.needs_prior = "netD" not in state
+        if cfg.prior_mode == "residual":
+            if not self.needs_prior:
+                raise UserError("prior_mode residual starts the depth network from zero; it "
+                                "cannot take pre-trained depth weights (use prior_mode=fit)")
+            nets["netD"].zero_output()
+            self.needs_prior = False  # the prior enters as the target's depth offset
         for net in nets.values():
             net.to(self.device)
         self.initial_state = {k: copy.deepcopy(n.state_dict()) for k, n in nets.items()}
@@ -226,7 +232,12 @@ class Reconstructor:
         else:
             raise UserError(f"{what}: the config asks for a mask file (mask: file) but none "
                             "was given")
-        return steps.Target(x, latent, gan_image, mask, origin)
+        offset = None
+        if cfg.prior_mode == "residual":
+            prior = priors.ellipsoid_prior(mask[0, 0].cpu(), cfg.category, cfg.prior_near,
+                                           cfg.prior_far).to(dev)
+            offset = factors.raw_from_depth(prior[None], cfg.min_depth, cfg.max_depth)
+        return steps.Target(x, latent, gan_image, mask, origin, offset)
 
     def _crop_resize(self, x: torch.Tensor, origin: int) -> torch.Tensor:
         crop = self.cfg.crop
@@ -360,7 +371,7 @@ class Reconstructor:
                history: dict[str, float] | None = None) -> ReconResult:
         """The factors the networks now predict for the target, its sequences and metrics."""
         cfg, ctx = self.cfg, self.ctx
-        pred = ctx.predict(target.image)
+        pred = ctx.predict(target.image, depth_offset=target.depth_offset)
         f = pred.f
         view_depth, view_mask = warp_canon_depth(f.depth, pred.view, cfg.fov,
                                                  cfg.rot_center_depth, cfg.conventions)

@@ -39,7 +39,8 @@ class Target:
     image (1, 3, S, S) in [-1, 1]; latent (1, style_dim) in W; gan_image (1, 3, S, S): the
     GAN's image of ``latent`` brought to the same space (None without GAN samples);
     mask (1, 1, S, S) in [0, 1] or None; origin_size: the side of the image file before
-    cropping (for the release's ``crop``).
+    cropping (for the release's ``crop``); depth_offset (1, S, S): the shape prior in the
+    depth network's raw units, added to its output (``prior_mode: residual``), or None.
     """
 
     image: torch.Tensor
@@ -47,6 +48,7 @@ class Target:
     gan_image: torch.Tensor | None
     mask: torch.Tensor | None = None
     origin_size: int | None = None
+    depth_offset: torch.Tensor | None = None
 
 
 @dataclass
@@ -86,9 +88,12 @@ class Samples:
 
 
 def make_optimizer(nets: dict[str, nn.Module], names: Iterable[str], cfg) -> torch.optim.Adam:
-    """Adam over the named networks with the release's settings (lr, betas 0.9/0.999, wd)."""
-    params = [p for n in names for p in nets[n].parameters() if p.requires_grad]
-    return torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+    """Adam over the named networks with the release's settings (lr, betas 0.9/0.999, wd);
+    the depth network at ``cfg.lr_depth`` when that is set."""
+    groups = [{"params": [p for p in nets[n].parameters() if p.requires_grad],
+               "lr": cfg.lr_depth if n == "netD" and cfg.lr_depth is not None else cfg.lr}
+              for n in names]
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
 
 
 class Context:
@@ -166,12 +171,12 @@ class Context:
 
     # --- factors and rendering ----------------------------------------------------------
 
-    def predict(self, image: torch.Tensor, train: Iterable[str] = (),
-                flip: bool = False) -> Prediction:
+    def predict(self, image: torch.Tensor, train: Iterable[str] = (), flip: bool = False,
+                depth_offset: torch.Tensor | None = None) -> Prediction:
         """Factors of image (1, 3, S, S); only networks named in ``train`` record gradients.
 
         flip: append the horizontally flipped depth and albedo as a second explanation
-        (view and light repeated), n = 2.
+        (view and light repeated), n = 2. depth_offset: the target's (``Target``).
         """
         cfg, train = self.cfg, set(train)
 
@@ -180,7 +185,7 @@ class Context:
                 return self.nets[name](image)
 
         depth = factors.depth_from_raw(run("netD"), cfg.min_depth, cfg.max_depth,
-                                       cfg.border_depth)
+                                       cfg.border_depth, depth_offset)
         albedo = run("netA")
         view = self.view_from_raw(run("netV"))
         light = factors.light_from_raw(run("netL"), self.light_mean)
@@ -243,7 +248,7 @@ def reconstruction_loss(ctx: Context, image: torch.Tensor, pred: Prediction) -> 
 
 def step1_loss(ctx: Context, target: Target, flip: bool = False) -> torch.Tensor:
     """Step 1: albedo network only; depth, view and light are computed without gradients."""
-    pred = ctx.predict(target.image, STEP1_NETS, flip)
+    pred = ctx.predict(target.image, STEP1_NETS, flip, target.depth_offset)
     return reconstruction_loss(ctx, target.image, pred)
 
 
@@ -252,7 +257,7 @@ def step1_loss(ctx: Context, target: Target, flip: bool = False) -> torch.Tensor
 @torch.no_grad()
 def canon_of(ctx: Context, target: Target) -> Canon:
     """The current factors of the target's image, frozen, with its mask in canonical frame."""
-    pred = ctx.predict(target.image)
+    pred = ctx.predict(target.image, depth_offset=target.depth_offset)
     f = pred.f
     if ctx.cfg.use_mask and target.mask is not None:
         # Where each canonical pixel lands in the input view: sample the input mask there.
@@ -339,7 +344,8 @@ class SampleCycler:
 def step3_input_loss(ctx: Context, target: Target, flip: bool = False) -> torch.Tensor:
     """Step 3 without GAN samples: depth, albedo, view and light networks on the Step-1
     loss of the input image alone."""
-    return reconstruction_loss(ctx, target.image, ctx.predict(target.image, STEP3_NETS, flip))
+    pred = ctx.predict(target.image, STEP3_NETS, flip, target.depth_offset)
+    return reconstruction_loss(ctx, target.image, pred)
 
 
 def step3_loss(ctx: Context, target: Target, images: torch.Tensor, masks: torch.Tensor,
@@ -348,7 +354,7 @@ def step3_loss(ctx: Context, target: Target, images: torch.Tensor, masks: torch.
     plus the image terms of each projected sample (images (b, 3, S, S), masks (b, 1, S, S))
     rendered from the input's depth and albedo with the sample's own predicted view and
     light (and the flipped explanation under the joint valid mask when ``flip``)."""
-    pred = ctx.predict(target.image, STEP3_NETS, flip)
+    pred = ctx.predict(target.image, STEP3_NETS, flip, target.depth_offset)
     loss = reconstruction_loss(ctx, target.image, pred)
 
     b, n = images.shape[0], 2 if flip else 1
