@@ -1,6 +1,6 @@
 """The paper's Table 1 on the embedded model: depth from held-out procedural faces.
 
-    python benchmarks/synthetic.py [--images 20] [--preset demo] [--set KEY=VALUE ...]
+    python benchmarks/synthetic.py [--images 20] [--first 0] [--preset demo] [--set KEY=VALUE ...]
         [--out runs/synthetic] [--device auto] [--invert-steps 300] [--threads 1] [--report]
 
 For each of the first N held-out test faces (family ``embedded.TEST_SEED``; the embedded GAN
@@ -57,6 +57,9 @@ NO_SEQUENCES = SequenceSpec(n_yaw=1, n_pitch=1, relight_x=(0.0,), relight_y=(0.0
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=20, help="held-out test faces 0..N-1")
+    p.add_argument("--first", type=int, default=0,
+                   help="start at this face (processes given disjoint ranges can share --out; "
+                        "then --report tabulates them all)")
     p.add_argument("--preset", default="demo", help="reconstruction preset (default demo)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config setting, for both learned methods (repeatable)")
@@ -241,15 +244,17 @@ def table(records: dict[int, dict], settings: dict, device: str,
 
 def main() -> int:
     args = parse_args()
-    if args.images < 1 or args.invert_steps < 0 or args.threads < 1:
-        raise UserError("--images and --threads must be >= 1, --invert-steps >= 0")
+    if args.images < 1 or args.invert_steps < 0 or args.threads < 1 or args.first < 0:
+        raise UserError("--images and --threads must be >= 1, --invert-steps and --first >= 0")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     faces = args.out / "images"
     faces.mkdir(exist_ok=True)
     bench = Bench(args, report_only=args.report)
     records = {}
-    bar = tqdm(range(args.images), desc="test faces", unit="face", disable=args.report)
+    first = 0 if args.report else args.first
+    bar = tqdm(range(first, first + args.images), desc="test faces", unit="face",
+               disable=args.report)
     for index in bar:
         path = faces / f"test{index:04d}.json"
         if args.report:

@@ -219,12 +219,13 @@ def test_residual_prior_mode_refuses_pretrained_depth(gan):
         Reconstructor(gan, cfg, pretrained={"netD": nets["netD"].state_dict()}, progress=False)
 
 
-def test_lr_depth_sets_only_the_depth_networks_step_size(gan):
-    rec = make_reconstructor(gan, "lr=1e-3", "lr_depth=1e-5")
+def test_lr_depth_and_lr_view_set_only_their_networks_step_size(gan):
+    rec = make_reconstructor(gan, "lr=1e-3", "lr_depth=1e-5", "lr_view=1e-6")
     opt = steps.make_optimizer(rec.nets, steps.STEP3_NETS, rec.cfg)
-    depth_params = {id(p) for p in rec.nets["netD"].parameters()}
+    expected = {"netD": 1e-5, "netV": 1e-6, "netA": 1e-3, "netL": 1e-3}
+    owner = {id(p): n for n in steps.STEP3_NETS for p in rec.nets[n].parameters()}
     for group in opt.param_groups:
-        is_depth = all(id(p) in depth_params for p in group["params"])
-        assert group["lr"] == (1e-5 if is_depth else 1e-3)
+        (name,) = {owner[id(p)] for p in group["params"]}
+        assert group["lr"] == expected[name]
     assert sum(len(g["params"]) for g in opt.param_groups) == sum(
         len(list(rec.nets[n].parameters())) for n in steps.STEP3_NETS)

@@ -89,10 +89,10 @@ class Samples:
 
 def make_optimizer(nets: dict[str, nn.Module], names: Iterable[str], cfg) -> torch.optim.Adam:
     """Adam over the named networks with the release's settings (lr, betas 0.9/0.999, wd);
-    the depth network at ``cfg.lr_depth`` when that is set."""
+    the depth and view networks at ``cfg.lr_depth`` and ``cfg.lr_view`` when those are set."""
+    own = {"netD": cfg.lr_depth, "netV": cfg.lr_view}
     groups = [{"params": [p for p in nets[n].parameters() if p.requires_grad],
-               "lr": cfg.lr_depth if n == "netD" and cfg.lr_depth is not None else cfg.lr}
-              for n in names]
+               "lr": own[n] if own.get(n) is not None else cfg.lr} for n in names]
     return torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
 
 
