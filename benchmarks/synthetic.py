@@ -59,7 +59,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--images", type=int, default=20, help="held-out test faces 0..N-1")
     p.add_argument("--first", type=int, default=0,
                    help="start at this face (processes given disjoint ranges can share --out; "
-                        "then --report tabulates them all)")
+                        "then --report --images N tabulates faces 0..N-1)")
     p.add_argument("--preset", default="demo", help="reconstruction preset (default demo)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config setting, for both learned methods (repeatable)")
@@ -252,8 +252,7 @@ def main() -> int:
     faces.mkdir(exist_ok=True)
     bench = Bench(args, report_only=args.report)
     records = {}
-    first = 0 if args.report else args.first
-    bar = tqdm(range(first, first + args.images), desc="test faces", unit="face",
+    bar = tqdm(range(args.first, args.first + args.images), desc="test faces", unit="face",
                disable=args.report)
     for index in bar:
         path = faces / f"test{index:04d}.json"

@@ -234,9 +234,8 @@ class Reconstructor:
                             "was given")
         offset = None
         if cfg.prior_mode == "residual":
-            prior = priors.ellipsoid_prior(mask[0, 0].cpu(), cfg.category, cfg.prior_near,
-                                           cfg.prior_far).to(dev)
-            offset = factors.raw_from_depth(prior[None], cfg.min_depth, cfg.max_depth)
+            offset = factors.raw_from_depth(self.shape_prior(mask)[None], cfg.min_depth,
+                                            cfg.max_depth)
         return steps.Target(x, latent, gan_image, mask, origin, offset)
 
     def _crop_resize(self, x: torch.Tensor, origin: int) -> torch.Tensor:
@@ -277,11 +276,16 @@ class Reconstructor:
         bar.close()
         return self.result(target, name, gt_depth, history)
 
+    def shape_prior(self, mask: torch.Tensor) -> torch.Tensor:
+        """The config's ellipsoid (S, S) placed on mask (1, 1, S, S), on the device."""
+        cfg = self.cfg
+        return priors.ellipsoid_prior(mask[0, 0].cpu(), cfg.category, cfg.prior_near,
+                                      cfg.prior_far).to(self.device)
+
     def fit_prior(self, target: steps.Target, name: str = "image") -> float:
         """Fit the depth network to the ellipsoid prior placed on the target's mask."""
         cfg = self.cfg
-        prior = priors.ellipsoid_prior(target.mask[0, 0].cpu(), cfg.category, cfg.prior_near,
-                                       cfg.prior_far).to(self.device)
+        prior = self.shape_prior(target.mask)
         bar = tqdm(total=cfg.prior_iters, desc=f"{name} shape prior", leave=False,
                    disable=not self.progress)
         loss = priors.fit_depth_to_prior(
