@@ -91,7 +91,7 @@ def step_timings(rec: Reconstructor, target, measure) -> dict[str, float]:
     for flip in sorted({s.flip3 for s in plan}):
         out[f"step3{'_flip' if flip else ''}"] = measure(train(
             steps.STEP3_NETS,
-            lambda f=flip: steps.step3_loss(ctx, target, *cycler.next(), f)))
+            lambda f=flip: steps.step3_loss(ctx, target, cycler.next(), f)))
     return out
 
 

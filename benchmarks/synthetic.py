@@ -1,7 +1,8 @@
 """The paper's Table 1 on the embedded model: depth from held-out procedural faces.
 
     python benchmarks/synthetic.py [--images 20] [--first 0] [--preset demo] [--set KEY=VALUE ...]
-        [--out runs/synthetic] [--device auto] [--invert-steps 300] [--threads 1] [--report]
+        [--out runs/synthetic] [--device auto] [--invert-steps 300] [--threads 1] [--oracle]
+        [--report]
 
 For each of the first N held-out test faces (family ``embedded.TEST_SEED``; the embedded GAN
 was trained on ``TRAIN_SEED``), SIDE (x1e-2) and MAD (deg) with the release's definitions,
@@ -13,6 +14,10 @@ as mean and sample standard deviation over the faces, for:
   (``use_gan_samples=false``: Steps 1 and 3 with their iteration counts, no Step 2);
 - GAN2Shape: the test image projected into the GAN (``latent_for_image``), then the full
   method with the preset's schedule;
+- with ``--oracle``, "perfect GAN": GAN2Shape whose projection of every pseudo sample is the
+  true face under that sample's view and light (``heldout.truth_projector``): what the
+  reconstruction makes of perfect projected samples, an upper bound that separates the
+  GAN's share of the error from the reconstruction's;
 
 and the per-image wall time of the two learned methods (GAN2Shape's includes the inversion).
 
@@ -47,6 +52,7 @@ from gan2shape.recon import Reconstructor, SequenceSpec
 
 LEARNED = ("no GAN", "GAN2Shape")
 METHODS = (*heldout.BASELINES, *LEARNED)
+ORACLE = "perfect GAN"
 BASELINE_IMAGES = 20  # other test faces averaged for the average-depth baseline (as the demo)
 # The result's rotation / relighting sequences are not scored: one frame each keeps their cost
 # out of the timings.
@@ -70,6 +76,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--gan", type=Path, default=None,
                    help="StyleGAN2 checkpoint (default: a snapshot of the embedded model)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--oracle", action="store_true",
+                   help=f"also run '{ORACLE}': the true face as every projected sample")
     p.add_argument("--report", action="store_true", help="only tabulate the finished faces")
     return p.parse_args()
 
@@ -142,6 +150,7 @@ class Bench:
         self.no_gan = Reconstructor(self.gan, self.cfg_no_gan, device=self.device,
                                     progress=False, sequences=NO_SEQUENCES)
         self.pool = heldout.average_depth_pool(BASELINE_IMAGES)
+        self.oracle = args.oracle
 
     def run_face(self, index: int, path: Path, bar: tqdm) -> dict:
         """Fill in the missing methods of face ``index``'s record, saving after each."""
@@ -183,6 +192,16 @@ class Bench:
             seconds["GAN2Shape"] = time.perf_counter() - start + seconds["inversion"]
             scores["GAN2Shape"] = {k: result.metrics[k] for k in ("SIDE", "MAD_deg")}
             save_json(record, path)
+        if self.oracle and ORACLE not in scores:
+            bar.set_postfix_str(f"test{index:04d} {ORACLE}")
+            oracle = Reconstructor(self.gan, self.cfg, device=self.device, progress=False,
+                                   sequences=NO_SEQUENCES,
+                                   projector=heldout.truth_projector(scene, self.cfg))
+            start = time.perf_counter()
+            result = oracle.fit(image, torch.zeros(1, style_dim), gt_depth=gt)
+            seconds[ORACLE] = time.perf_counter() - start
+            scores[ORACLE] = {k: result.metrics[k] for k in ("SIDE", "MAD_deg")}
+            save_json(record, path)
         return record
 
 
@@ -208,11 +227,12 @@ def table(records: dict[int, dict], settings: dict, device: str,
     n = len(done)
     rows = ["| depth from | SIDE (x1e-2) | MAD (deg) | wall time / image (s) |",
             "|---|---|---|---|"]
-    for m in METHODS:
+    oracle = all(ORACLE in r["scores"] for r in done.values())
+    for m in (*METHODS, ORACLE) if oracle else METHODS:
         side = [r["scores"][m]["SIDE"] for r in done.values()]
         mad = [r["scores"][m]["MAD_deg"] for r in done.values()]
         wall = mean_std([r["seconds"][m] for r in done.values()], digits=0) \
-            if m in LEARNED else "-"
+            if m in (*LEARNED, ORACLE) else "-"
         rows.append(f"| {m} | {mean_std(side, 100, 3)} | {mean_std(mad)} | {wall} |")
     inversion = [r["seconds"]["inversion"] for r in done.values()]
     psnr = [r["inversion_psnr_db"] for r in done.values()]

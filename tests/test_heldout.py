@@ -9,6 +9,7 @@ from gan2shape import embedded, heldout
 from gan2shape.config import load_config
 from gan2shape.data.scenes import render_scenes
 from gan2shape.eval import evaluation_mask
+from gan2shape.eval.metrics import erode
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +61,33 @@ def test_depth_scores_ignore_a_global_scale(cfg):
     gt = heldout.heldout_scenes([0])["depth"][0]
     assert heldout.depth_scores(gt * 1.02, gt, cfg)["SIDE"] < 1e-5
     assert heldout.depth_scores(gt.flip(1), gt, cfg)["SIDE"] > 1e-3
+
+
+@pytest.mark.parametrize("yaw_deg", [0.0, 20.0])
+def test_truth_projector_renders_what_the_scene_renderer_renders(cfg, yaw_deg):
+    """For a face whose own view is the identity (input frame = head frame), the perfect
+    GAN's image under a sample's view and light is the scene renderer's image of that face
+    under them, away from the contour."""
+    from gan2shape.data import scenes
+    from gan2shape.recon import factors, steps
+
+    u = scenes.sample_uniforms(embedded.TEST_SEED, [3])
+    light_raw = torch.tensor([[-0.2, 0.1, 0.5, 0.3]])
+    frontal = scenes.render_batch(u, torch.zeros(1, 6), light_raw)
+    view_raw = torch.tensor([[0.0, yaw_deg / 60, 0.0, 0.0, 0.0, 0.0]])
+    expected = scenes.render_batch(u, view_raw, light_raw)
+    project = heldout.truth_projector(frontal, cfg)
+    light = factors.light_from_raw(light_raw)
+    view = scenes.view_from_raw(view_raw)
+    pseudo = steps.Samples(torch.zeros(1, 3, 64, 64), torch.ones(1, 1, 64, 64), view, light)
+    image = project(pseudo)
+    interior = (expected["head_mask"] > 0.5).float()
+    for _ in range(5):  # the stretched rim of the turned side is 2.5D's own business
+        interior = erode(interior)
+    error = ((image - expected["image"]).abs() * interior[:, None]).amax()
+    assert interior.sum() > 500
+    assert error < 1e-3
+    # a different light is visibly different: the check has teeth
+    other = factors.light_from_raw(torch.tensor([[-0.2, 0.1, -0.5, 0.3]]))
+    moved = project(steps.Samples(pseudo.images, pseudo.masks, view, other))
+    assert ((moved - expected["image"]).abs() * interior[:, None]).amax() > 0.05

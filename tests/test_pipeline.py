@@ -5,7 +5,7 @@ import torch
 
 from gan2shape.config import load_config
 from gan2shape.gan import Discriminator, Generator, load_stylegan2, save_stylegan2
-from gan2shape.recon import Reconstructor, SequenceSpec, steps
+from gan2shape.recon import Reconstructor, SequenceSpec, factors, steps
 from gan2shape.recon import reconstructor as reconstructor_module
 
 STYLE_DIM = 32
@@ -46,9 +46,16 @@ def sample(gan):
     return image, w
 
 
-def make_reconstructor(gan, *overrides):
+def make_reconstructor(gan, *overrides, projector=None):
     cfg = load_config("tiny", overrides=[*FAST, *overrides])
-    return Reconstructor(gan, cfg, progress=False, sequences=SHORT_SEQUENCES)
+    return Reconstructor(gan, cfg, progress=False, sequences=SHORT_SEQUENCES,
+                         projector=projector)
+
+
+def sample_lights(n):
+    """n frontal lights (ambient 0.4, diffuse 0.6)."""
+    return factors.Light(torch.full((n,), 0.4), torch.full((n,), 0.6),
+                         factors.light_direction(torch.zeros(n, 2)))
 
 
 def trained_with_grad(nets, generator, discriminator):
@@ -91,7 +98,9 @@ def test_step2_lowers_projection_loss_and_trains_only_encoder(gan, sample):
     target = rec.target(*sample)
     torch.manual_seed(2)
     canon = steps.canon_of(ctx, target)
-    pseudo, mask = steps.sample_pseudo(ctx, canon, 2)
+    samples = steps.sample_pseudo(ctx, canon, 2)
+    pseudo, mask = samples.images, samples.masks
+    assert samples.views.shape == (2, 6) and samples.lights.ambient.shape == (2,)
     assert pseudo.shape == (2, 3, 64, 64) and mask.shape == (2, 1, 64, 64)
     assert 0 < float(mask.mean()) <= 1
 
@@ -127,8 +136,9 @@ def test_step3_trains_factor_networks_not_encoder_and_flip_mirrors(gan, sample):
     target = rec.target(*sample)
     images = torch.rand(2, 3, 64, 64) * 2 - 1
     masks = torch.ones(2, 1, 64, 64)
+    batch = steps.Samples(images, masks, torch.zeros(2, 6), sample_lights(2))
     zero_grads(ctx.nets)
-    steps.step3_loss(ctx, target, images, masks, flip=True).backward()
+    steps.step3_loss(ctx, target, batch, flip=True).backward()
     assert trained_with_grad(ctx.nets, ctx.generator, ctx.discriminator) == set(
         steps.STEP3_NETS)
     with torch.no_grad():
@@ -229,3 +239,42 @@ def test_lr_depth_and_lr_view_set_only_their_networks_step_size(gan):
         assert group["lr"] == expected[name]
     assert sum(len(g["params"]) for g in opt.param_groups) == sum(
         len(list(rec.nets[n].parameters())) for n in steps.STEP3_NETS)
+
+
+@pytest.mark.parametrize("pseudo_views", [True, False])
+def test_rendered_sample_params_explain_unprojected_pseudo_samples_exactly(gan, sample,
+                                                                           pseudo_views):
+    """Step 3 renders each sample from the input's depth and albedo under the parameters
+    the pseudo sample was rendered under, so pseudo samples taken as their own projection
+    add nothing to the loss; the networks' predicted parameters do not reproduce them."""
+    overrides = ["perceptual=none", "batchsize=3", f"pseudo_views={str(pseudo_views).lower()}"]
+    rec = make_reconstructor(gan, *overrides, "sample_params=rendered")
+    ctx = rec.ctx
+    target = rec.target(*sample)
+    torch.manual_seed(3)
+    pseudo = steps.sample_pseudo(ctx, steps.canon_of(ctx, target), 3)
+    if not pseudo_views:
+        assert torch.equal(pseudo.views, ctx.predict(target.image).view.expand(3, -1))
+    with torch.no_grad():
+        input_only = steps.reconstruction_loss(ctx, target.image, ctx.predict(target.image))
+        rendered = steps.step3_loss(ctx, target, pseudo)
+        ctx.cfg.sample_params = "predicted"
+        predicted = steps.step3_loss(ctx, target, pseudo)
+    torch.testing.assert_close(rendered, input_only, atol=1e-6, rtol=0)
+    assert predicted > input_only + 1e-3
+
+
+def test_projector_replaces_the_gan_projection_and_step2(gan, sample):
+    seen = []
+
+    def truth(pseudo):  # a perfect GAN that returns each pseudo sample unchanged
+        seen.append(pseudo.images.shape[0])
+        return pseudo.images
+
+    rec = make_reconstructor(gan, "collect_iters=3", "batchsize=2", projector=truth)
+    encoder = {k: v.clone() for k, v in rec.nets["netEnc"].state_dict().items()}
+    target = rec.target(*sample)
+    last = rec.run_stage(target, reconstructor_module.stage_plan(rec.cfg)[0], "s")
+    assert seen == [2, 2, 2] and "step2" not in last
+    for k, v in rec.nets["netEnc"].state_dict().items():
+        assert torch.equal(v, encoder[k])

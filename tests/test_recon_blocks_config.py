@@ -111,6 +111,7 @@ fov: 10
     (["stage_len_dict={step1: 1, step2: 1}"], "step1, step2, step3"),
     (["min_depth=1.2"], "min_depth < max_depth"),
     (["perceptual=alex"], "perceptual must be one of"),
+    (["sample_params=known"], "sample_params must be one of"),
     (["perceptual=vgg16"], "needs vgg16_path"),
     (["perceptual=lpips", "vgg16_path=a.pth"], "needs lpips_path"),
     (["mask=parser"], "mask must be one of"),

@@ -29,6 +29,7 @@ CATEGORIES = ("face", "synface", "cat", "car", "church", "horse", "object")
 MASK_METHODS = ("box", "foreground", "file", "segmenter")
 PERCEPTUAL_CHOICES = ("lpips", "vgg16", "discriminator", "none")
 PRIOR_MODES = ("fit", "residual")
+SAMPLE_PARAMS = ("predicted", "rendered")
 CONVENTIONS = ("clean", "release")
 
 # Keys of the release's YAML files that drove its trainer, logging or multi-GPU set-up;
@@ -86,6 +87,15 @@ class ReconConfig:
     add_mean_V: bool = True
     F1_d: int = 2
     view_scale: float = 1.2
+    # False: pseudo samples keep the input's view and only change the light (relighting).
+    # With a perfect projection (benchmarks/synthetic.py --oracle) new views hurt at 64 px:
+    # the 2.5D depth stretches the turned-away rim, and Step 3 bends the depth to explain it.
+    pseudo_views: bool = True
+    # Each projected sample's view and light in Step 3: "predicted" by the view and light
+    # networks from the projected image (the release's), or "rendered": the pseudo sample's
+    # own, which the projection is trained to keep (networks trained from scratch per image
+    # cannot predict a new view after a few dozen steps).
+    sample_params: str = "predicted"
     rand_light: list[float] = field(
         default_factory=lambda: [-1.0, 1.0, -0.2, 0.8, -0.1, 0.6, -0.6])
     # optimisation
@@ -212,6 +222,8 @@ class ReconConfig:
              f"need 0 < prior_near < prior_far, got {self.prior_near}, {self.prior_far}")
         need(self.prior_far - self.prior_near < 0.4,
              "prior_far - prior_near must be below the ellipsoid radius 0.4")
+        need(self.sample_params in SAMPLE_PARAMS,
+             f"sample_params must be one of {', '.join(SAMPLE_PARAMS)}")
         need(self.prior_mode in PRIOR_MODES,
              f"prior_mode must be one of {', '.join(PRIOR_MODES)}")
         need(self.perceptual in PERCEPTUAL_CHOICES,

@@ -60,3 +60,38 @@ def baseline_scores(gt: torch.Tensor, mask: torch.Tensor, cfg, pool: torch.Tenso
         "ellipsoid prior": ellipsoid_prior(mask, cfg.category, cfg.prior_near, cfg.prior_far),
     }
     return {name: depth_scores(pred, gt, cfg) for name, pred in predictions.items()}
+
+
+def truth_projector(scene: dict[str, torch.Tensor], cfg):
+    """A perfect GAN for one held-out face: a ``steps.Projector`` that replaces each pseudo
+    sample by the true face under the sample's view and light.
+
+    scene: :func:`heldout_scenes` of one face. The true depth and albedo are taken in the
+    input's view (the renderer carries the albedo there) and lit in that frame, so a
+    sample's view and light act on the input's frame, which is the reconstruction's
+    canonical frame when its input view stays at the identity (the demo preset's lr_view
+    keeps it there). cfg: the ``ReconConfig`` (fov, rot_center_depth, conventions).
+    """
+    from .data.scenes import FOV_DEG, ROT_CENTER_DEPTH
+    from .recon.factors import canonical_image, shade
+    from .render import normals_from_depth, reproject
+
+    depth = scene["depth"][:1]
+    albedo = reproject(scene["canon_depth"][:1], scene["canon_albedo"][:1] * 2 - 1,
+                       scene["view"][:1], FOV_DEG, ROT_CENTER_DEPTH)[0]
+    head = (scene["head_mask"][:1, None] > 0.5).float()
+    normals = normals_from_depth(depth, cfg.fov)
+    background = scene["background"][:1, :, None, None] * 2 - 1
+
+    @torch.no_grad()
+    def project(pseudo) -> torch.Tensor:
+        n, device = pseudo.images.shape[0], pseudo.images.device
+        shading = shade(normals.to(device).expand(n, -1, -1, -1), pseudo.lights)
+        texture = torch.cat([canonical_image(albedo.to(device).expand(n, -1, -1, -1), shading),
+                             head.to(device).expand(n, -1, -1, -1)], 1)
+        seen, valid, _ = reproject(depth.to(device).expand(n, -1, -1), texture, pseudo.views,
+                                   cfg.fov, cfg.rot_center_depth, cfg.conventions)
+        alpha = seen[:, 3:] * valid
+        return (alpha * seen[:, :3] + (1 - alpha) * background.to(device)).clamp(-1, 1)
+
+    return project

@@ -111,6 +111,17 @@ class Light:
         """Each light repeated n times along the batch (as ``Tensor.repeat``)."""
         return Light(self.ambient.repeat(n), self.diffuse.repeat(n), self.direction.repeat(n, 1))
 
+    def __getitem__(self, index) -> Light:
+        """The lights at ``index`` (an index tensor or slice along the batch)."""
+        return Light(self.ambient[index], self.diffuse[index], self.direction[index])
+
+    @staticmethod
+    def cat(lights: list[Light]) -> Light:
+        """The lights one after another along the batch."""
+        return Light(torch.cat([x.ambient for x in lights]),
+                     torch.cat([x.diffuse for x in lights]),
+                     torch.cat([x.direction for x in lights]))
+
 
 def light_direction(dxy: torch.Tensor) -> torch.Tensor:
     """Unit direction normalize(lx, ly, 1): dxy (B, 2) -> (B, 3)."""

@@ -91,14 +91,11 @@ def joint_stage(rec: Reconstructor, targets: list[steps.Target], stage, cycle: C
                   disable=not rec.progress):
         i = cycle.next()
         collected[i].append(steps.collect(ctx, targets[i], canons[i], 1))
-    cyclers = [steps.SampleCycler(steps.Samples(torch.cat([c.images for c in cs]),
-                                                torch.cat([c.masks for c in cs])),
-                                  cfg.batchsize) for cs in collected]
+    cyclers = [steps.SampleCycler(steps.Samples.cat(cs), cfg.batchsize) for cs in collected]
 
     def step3() -> torch.Tensor:
         i = cycle.next()
-        images, masks = cyclers[i].next()
-        return steps.step3_loss(ctx, targets[i], images, masks, stage.flip3)
+        return steps.step3_loss(ctx, targets[i], cyclers[i].next(), stage.flip3)
 
     rec._train(steps.STEP3_NETS, stage.step3, f"{desc} step 3", step3)
 

@@ -142,12 +142,15 @@ class Reconstructor:
     pretrained: the release's GAN2Shape weights (path or dict with netD, netA, netV, netL,
     netEnc; any subset), loaded strictly; device: where to run (default: the GAN's);
     segmenter: optional callable for the ``segmenter`` mask method; sequences: the frames
-    of the rotation and relighting sequences; progress: tqdm bars.
+    of the rotation and relighting sequences; progress: tqdm bars; projector: replaces the
+    GAN projection of pseudo samples (``steps.Projector``; Step 2 is then skipped), for
+    measuring the method with a perfect GAN.
     """
 
     def __init__(self, gan, config, pretrained=None, device: str | torch.device | None = None,
                  segmenter: priors.Segmenter | None = None,
-                 sequences: SequenceSpec | None = None, progress: bool = True):
+                 sequences: SequenceSpec | None = None, progress: bool = True,
+                 projector: steps.Projector | None = None):
         cfg = config
         self.cfg = cfg
         self.device = torch.device(device) if device is not None else \
@@ -182,7 +185,8 @@ class Reconstructor:
                                            cfg.view_scale)
         perceptual = None if cfg.perceptual == "none" else losses.make_perceptual_loss(
             cfg.perceptual, cfg.vgg16_path, discriminator, self.device, cfg.lpips_path)
-        self.ctx = steps.Context(nets, generator, discriminator, cfg, prior, perceptual)
+        self.ctx = steps.Context(nets, generator, discriminator, cfg, prior, perceptual,
+                                 projector)
 
     @property
     def nets(self) -> dict[str, torch.nn.Module]:
@@ -306,8 +310,9 @@ class Reconstructor:
                                         lambda: steps.step3_input_loss(ctx, target, stage.flip3))
             return last
         canon = steps.canon_of(ctx, target)
-        last["step2"] = self._train(steps.STEP2_NETS, stage.step2, f"{desc} step 2",
-                                    lambda: steps.step2_loss(ctx, target, canon))
+        if ctx.projector is None:  # otherwise the encoder has no use
+            last["step2"] = self._train(steps.STEP2_NETS, stage.step2, f"{desc} step 2",
+                                        lambda: steps.step2_loss(ctx, target, canon))
         n = self.cfg.collect_iters
         with tqdm(total=n, desc=f"{desc} collect", leave=False,
                   disable=not self.progress) as bar:
@@ -315,8 +320,7 @@ class Reconstructor:
         cycler = steps.SampleCycler(samples, self.cfg.batchsize)
 
         def step3() -> torch.Tensor:
-            images, masks = cycler.next()
-            return steps.step3_loss(ctx, target, images, masks, stage.flip3)
+            return steps.step3_loss(ctx, target, cycler.next(), stage.flip3)
 
         last["step3"] = self._train(steps.STEP3_NETS, stage.step3, f"{desc} step 3", step3)
         return last

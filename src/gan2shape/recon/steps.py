@@ -2,9 +2,11 @@
 
 Step 1 trains the albedo network to explain the input image with depth, view and light held
 fixed. Step 2 renders pseudo samples (the current shape and albedo under random views and
-lights), projects them onto the GAN's image manifold through the latent encoder's offset,
-trains that encoder, and then collects projected samples. Step 3 trains the depth, albedo,
-view and light networks to explain the projected samples and the input image, optionally
+lights, or lights alone: ``pseudo_views``), projects them onto the GAN's image manifold
+through the latent encoder's offset, trains that encoder, and then collects projected
+samples. Step 3 trains the depth, albedo, view and light networks to explain the projected
+samples (each under its predicted view and light, or the ones its pseudo sample was
+rendered under: ``sample_params``) and the input image, optionally
 with the horizontally flipped depth and albedo as a second explanation (symmetry). Without
 GAN samples (the config's ``use_gan_samples`` off, the "no GAN" ablation) Step 3 explains
 the input image alone (:func:`step3_input_loss`) and the generator never runs.
@@ -68,7 +70,8 @@ class Canon:
     """Frozen Step-1 factors of a target, the material of pseudo samples.
 
     depth (1, H, W), albedo (1, 3, H, W), normals (1, H, W, 3), ambient and diffuse (1,),
-    mask (1, 1, H, W): the object mask carried into the canonical frame, or ones.
+    mask (1, 1, H, W): the object mask carried into the canonical frame, or ones;
+    view (1, 6): the input's predicted view.
     """
 
     depth: torch.Tensor
@@ -77,14 +80,34 @@ class Canon:
     ambient: torch.Tensor
     diffuse: torch.Tensor
     mask: torch.Tensor
+    view: torch.Tensor
 
 
 @dataclass
 class Samples:
-    """Collected projected samples: images (N, 3, S, S) and masks (N, 1, S, S)."""
+    """Pseudo samples, or their projections onto the GAN manifold, with the parameters
+    they were rendered under: images (N, 3, S, S), masks (N, 1, S, S) where the sample
+    sees the canonical image, views (N, 6) physical, lights (N)."""
 
     images: torch.Tensor
     masks: torch.Tensor
+    views: torch.Tensor
+    lights: factors.Light
+
+    def __getitem__(self, index) -> Samples:
+        return Samples(self.images[index], self.masks[index], self.views[index],
+                       self.lights[index])
+
+    @staticmethod
+    def cat(parts: list[Samples]) -> Samples:
+        return Samples(torch.cat([p.images for p in parts]), torch.cat([p.masks for p in parts]),
+                       torch.cat([p.views for p in parts]),
+                       factors.Light.cat([p.lights for p in parts]))
+
+
+# Replaces the GAN projection of pseudo samples: Samples -> images (N, 3, S, S). Used to
+# measure the method with a perfect GAN (the truth rendered under each sample's parameters).
+Projector = Callable[[Samples], torch.Tensor]
 
 
 def make_optimizer(nets: dict[str, nn.Module], names: Iterable[str], cfg) -> torch.optim.Adam:
@@ -101,13 +124,15 @@ class Context:
 
     nets: dict netD netA netV netL netEnc; generator / discriminator: the frozen StyleGAN2;
     prior: the view and light ``ViewLightPrior`` (its view_scale already set);
-    perceptual: callable (recon, target) -> scalar, or None.
+    perceptual: callable (recon, target) -> scalar, or None; projector: replaces the GAN
+    projection of collected samples (then Step 2 has nothing to train), or None.
     """
 
     def __init__(self, nets: dict[str, nn.Module], generator: nn.Module,
                  discriminator: nn.Module, cfg, prior: ViewLightPrior,
-                 perceptual: Callable | None):
+                 perceptual: Callable | None, projector: Projector | None = None):
         self.nets = nets
+        self.projector = projector
         self.generator = generator.requires_grad_(False).eval()
         self.discriminator = discriminator.requires_grad_(False).eval()
         self.cfg = cfg
@@ -268,29 +293,33 @@ def canon_of(ctx: Context, target: Target) -> Canon:
         mask = F.grid_sample(target.mask, grid, mode="bilinear", align_corners=True)
     else:
         mask = torch.ones_like(f.depth).unsqueeze(1)
-    return Canon(f.depth, f.albedo, f.normals, f.light.ambient, f.light.diffuse, mask)
+    return Canon(f.depth, f.albedo, f.normals, f.light.ambient, f.light.diffuse, mask,
+                 pred.view)
 
 
 @torch.no_grad()
-def sample_pseudo(ctx: Context, canon: Canon, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_pseudo(ctx: Context, canon: Canon, n: int) -> Samples:
     """Render n pseudo samples of the canonical shape under random lights and views.
 
     Light: direction normalize(x, y, 1) with x, y uniform in the rand_light ranges, a
     diffuse jitter r uniform in its range; shading = ambient + alpha * r + (diffuse + r) *
     max(0, <n, l>). View: a draw from the view prior (raw convention, mean included) with
-    its yaw scaled by view_scale. Returns images (n, 3, S, S) in [-1, 1] and masks
-    (n, 1, S, S): where the sample sees the (masked) canonical image.
+    its yaw scaled by view_scale, or the input's view without ``pseudo_views``. Images are
+    in [-1, 1]; masks: where the sample sees the (masked) canonical image.
     """
     cfg, dev = ctx.cfg, canon.depth.device
     light = sample_random_light(n, canon.ambient, canon.diffuse, cfg.rand_light)
     shading = factors.shade(canon.normals.expand(n, -1, -1, -1), light)
     texture = factors.canonical_image(canon.albedo.expand(n, -1, -1, -1), shading)
 
-    views = ctx.view_from_raw(ctx.prior.sample_views(n).to(dev), mean=False)
+    if cfg.pseudo_views:
+        views = ctx.view_from_raw(ctx.prior.sample_views(n).to(dev), mean=False)
+    else:
+        views = canon.view.expand(n, -1)
     depth = canon.depth.expand(n, -1, -1)
     rendered, _ = ctx.render(depth, torch.cat([texture, canon.mask.expand(n, -1, -1, -1)], 1),
                              views)
-    return rendered[:, :3], (rendered[:, 3:] > 0.5).float()
+    return Samples(rendered[:, :3], (rendered[:, 3:] > 0.5).float(), views, light)
 
 
 def projection_loss(ctx: Context, target: Target, pseudo: torch.Tensor,
@@ -306,22 +335,24 @@ def projection_loss(ctx: Context, target: Target, pseudo: torch.Tensor,
 
 def step2_loss(ctx: Context, target: Target, canon: Canon) -> torch.Tensor:
     """Step 2: latent encoder only, on a fresh batch of pseudo samples."""
-    pseudo, mask = sample_pseudo(ctx, canon, ctx.cfg.batchsize)
-    return projection_loss(ctx, target, pseudo, mask)
+    pseudo = sample_pseudo(ctx, canon, ctx.cfg.batchsize)
+    return projection_loss(ctx, target, pseudo.images, pseudo.masks)
 
 
 @torch.no_grad()
 def collect(ctx: Context, target: Target, canon: Canon, iters: int,
             progress: Callable[[int], None] | None = None) -> Samples:
-    """``iters`` batches of fresh pseudo samples projected onto the GAN manifold."""
-    images, masks = [], []
+    """``iters`` batches of fresh pseudo samples projected onto the GAN manifold (or by
+    the context's projector), with the parameters each pseudo sample was rendered under."""
+    parts = []
     for _ in range(iters):
-        pseudo, mask = sample_pseudo(ctx, canon, ctx.cfg.batchsize)
-        images.append(ctx.project(target, pseudo)[0])
-        masks.append(mask)
+        pseudo = sample_pseudo(ctx, canon, ctx.cfg.batchsize)
+        images = ctx.projector(pseudo) if ctx.projector is not None \
+            else ctx.project(target, pseudo.images)[0]
+        parts.append(Samples(images, pseudo.masks, pseudo.views, pseudo.lights))
         if progress is not None:
             progress(1)
-    return Samples(torch.cat(images), torch.cat(masks))
+    return Samples.cat(parts)
 
 
 class SampleCycler:
@@ -331,12 +362,11 @@ class SampleCycler:
         self.samples, self.batch = samples, min(batch, samples.images.shape[0])
         self.order = torch.empty(0, dtype=torch.long)
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next(self) -> Samples:
         if self.order.numel() < self.batch:
             self.order = torch.randperm(self.samples.images.shape[0])
         idx, self.order = self.order[:self.batch], self.order[self.batch:]
-        idx = idx.to(self.samples.images.device)
-        return self.samples.images[idx], self.samples.masks[idx]
+        return self.samples[idx.to(self.samples.images.device)]
 
 
 # --- Step 3 ------------------------------------------------------------------------------
@@ -348,19 +378,24 @@ def step3_input_loss(ctx: Context, target: Target, flip: bool = False) -> torch.
     return reconstruction_loss(ctx, target.image, pred)
 
 
-def step3_loss(ctx: Context, target: Target, images: torch.Tensor, masks: torch.Tensor,
-               flip: bool = False) -> torch.Tensor:
+def step3_loss(ctx: Context, target: Target, batch: Samples, flip: bool = False
+               ) -> torch.Tensor:
     """Step 3: depth, albedo, view and light networks. The Step-1 loss on the input image
-    plus the image terms of each projected sample (images (b, 3, S, S), masks (b, 1, S, S))
-    rendered from the input's depth and albedo with the sample's own predicted view and
-    light (and the flipped explanation under the joint valid mask when ``flip``)."""
+    plus the image terms of each projected sample of ``batch`` (b samples) rendered from the
+    input's depth and albedo with the sample's own view and light (predicted from it, or
+    the ones it was rendered under: ``sample_params``), and the flipped explanation under
+    the joint valid mask when ``flip``."""
     pred = ctx.predict(target.image, STEP3_NETS, flip, target.depth_offset)
     loss = reconstruction_loss(ctx, target.image, pred)
 
+    images, masks = batch.images, batch.masks
     b, n = images.shape[0], 2 if flip else 1
     f = pred.f
-    view = ctx.view_from_raw(ctx.nets["netV"](images)).repeat(n, 1)
-    light = factors.light_from_raw(ctx.nets["netL"](images), ctx.light_mean).repeat(n)
+    if ctx.cfg.sample_params == "rendered":
+        view, light = batch.views.repeat(n, 1), batch.lights.repeat(n)
+    else:
+        view = ctx.view_from_raw(ctx.nets["netV"](images)).repeat(n, 1)
+        light = factors.light_from_raw(ctx.nets["netL"](images), ctx.light_mean).repeat(n)
     # each explanation (original, flipped) repeated over the b samples
     depth = f.depth.repeat_interleave(b, 0)
     normals = f.normals.repeat_interleave(b, 0)
