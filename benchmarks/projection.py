@@ -1,0 +1,143 @@
+"""Does the GAN's projection of pseudo samples carry shape information? Measured on the
+embedded model's held-out test faces, where the truth is known.
+
+    python benchmarks/projection.py [--images 8] [--gan CKPT] [--preset demo] [--set KEY=VALUE ...]
+        [--samples 16] [--invert-steps 300] [--fit-steps 200] [--threads 1]
+
+GAN2Shape learns shape only from how the GAN changes a pseudo sample when it projects it:
+the pseudo sample shows the current (prior) shape under a new light, and a GAN that knows
+faces should return the same face with the shading of its true shape. For each face this
+runs Step 1 and Step 2 of the preset (pseudo samples relight the input's view:
+``pseudo_views=false``, so they stay aligned with the truth), renders ``--samples`` pseudo
+samples, projects them through the trained latent encoder, renders the true face under each
+sample's view and light (``heldout.truth_projector``), and reports mean |error| against that
+truth on the head, in [-1, 1] image units, for:
+
+- pseudo: the pseudo samples themselves (what the prior alone predicts);
+- projected: their projections (what Step 3 learns from);
+- best fit: the GAN's own best image of each truth (optimised in W from the face's latent,
+  ``--fit-steps``): the floor that any projection onto this GAN can reach;
+
+and the information ratio (pseudo - projected) / (pseudo - best fit): 1 when projection
+lands on the GAN's best explanation of the truth, 0 when it adds nothing, below 0 when it
+moves the samples away from the truth. A better GAN (training, size) should raise it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+from tqdm import tqdm
+
+from gan2shape import embedded, heldout
+from gan2shape.config import load_config
+from gan2shape.errors import UserError
+from gan2shape.gan import load_stylegan2
+from gan2shape.gan.invert import PoorFitWarning, invert, latent_for_image
+from gan2shape.recon import Reconstructor, SequenceSpec, steps
+from gan2shape.recon.reconstructor import stage_plan
+
+# The best fit starts at the face's own latent: a small step and no latent noise keep it in
+# that basin (the projector's defaults are for a start at the mean latent).
+FIT_LR = 0.02
+NO_SEQUENCES = SequenceSpec(n_yaw=1, n_pitch=1, relight_x=(0.0,), relight_y=(0.0,),
+                            relight_strength=(0.3,))
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=8, help="held-out test faces 0..N-1")
+    p.add_argument("--gan", default=None, help="StyleGAN2 checkpoint (default: the embedded)")
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--samples", type=int, default=16, help="pseudo samples per face")
+    p.add_argument("--invert-steps", type=int, default=300)
+    p.add_argument("--fit-steps", type=int, default=200,
+                   help="W optimisation steps of the GAN's best fit of each truth")
+    p.add_argument("--threads", type=int, default=1)
+    return p.parse_args()
+
+
+def masked_error(images: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean |images - truth| over the mask (1, 1, S, S) and the colour channels."""
+    weight = mask.expand_as(images)
+    return float(((images - truth).abs() * weight).sum() / weight.sum())
+
+
+def information_ratio(pseudo: float, projected: float, best: float) -> float:
+    """(pseudo - projected) / (pseudo - best): the share of the attainable improvement that
+    the projection realises (NaN when the GAN cannot improve on the pseudo samples at all)."""
+    gap = pseudo - best
+    return (pseudo - projected) / gap if gap > 0 else float("nan")
+
+
+def measure_face(gan, cfg, index: int, args) -> dict[str, float]:
+    scene = heldout.heldout_scenes([index])
+    image = scene["image"][0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PoorFitWarning)
+        latent = latent_for_image(gan, image, steps=args.invert_steps)
+    rec = Reconstructor(gan, cfg, device="cpu", progress=False, sequences=NO_SEQUENCES)
+    ctx, stage = rec.ctx, stage_plan(cfg)[0]
+    torch.manual_seed(cfg.seed)
+    target = rec.target(image, latent)
+    if rec.needs_prior:
+        rec.fit_prior(target)
+    rec._train(steps.STEP1_NETS, stage.step1, "step 1",
+               lambda: steps.step1_loss(ctx, target, stage.flip1))
+    canon = steps.canon_of(ctx, target)
+    rec._train(steps.STEP2_NETS, stage.step2, "step 2",
+               lambda: steps.step2_loss(ctx, target, canon))
+    pseudo = steps.sample_pseudo(ctx, canon, args.samples)
+    truth = heldout.truth_projector(scene, cfg)(pseudo)
+    with torch.no_grad():
+        projected = ctx.project(target, pseudo.images)[0]
+    best = invert(gan.generator, truth, steps=args.fit_steps, init=latent,
+                  lr=FIT_LR, discriminator=gan.discriminator, latent_noise=0.0).images
+    head = (scene["head_mask"][:1, None] > 0.5).float()
+    errors = {"pseudo": masked_error(pseudo.images, truth, head),
+              "projected": masked_error(projected, truth, head),
+              "best fit": masked_error(best, truth, head)}
+    errors["ratio"] = information_ratio(errors["pseudo"], errors["projected"],
+                                        errors["best fit"])
+    return errors
+
+
+def main() -> int:
+    args = parse_args()
+    if min(args.images, args.samples, args.threads) < 1 or min(args.fit_steps,
+                                                                args.invert_steps) < 0:
+        raise UserError("--images, --samples and --threads must be >= 1, --fit-steps and "
+                        "--invert-steps >= 0")
+    torch.set_num_threads(args.threads)
+    gan_path = args.gan or embedded.asset_path(embedded.GAN_FILE)
+    gan = load_stylegan2(gan_path, device="cpu")
+    priors = [f"view_mvn_path={embedded.asset_path(embedded.VIEW_PRIOR_FILE)}",
+              f"light_mvn_path={embedded.asset_path(embedded.LIGHT_PRIOR_FILE)}"]
+    cfg = load_config(args.preset, overrides=[*priors, *args.overrides, "pseudo_views=false"])
+    rows = []
+    start = time.perf_counter()
+    for index in tqdm(range(args.images), desc="test faces", unit="face"):
+        rows.append(measure_face(gan, cfg, index, args))
+        r = rows[-1]
+        tqdm.write(f"test{index:04d}: pseudo {r['pseudo']:.4f} projected {r['projected']:.4f} "
+                   f"best fit {r['best fit']:.4f} ratio {r['ratio']:+.2f}")
+    print(f"GAN {gan_path}, preset {args.preset} {' '.join(args.overrides)}, "
+          f"{args.samples} relit pseudo samples per face, {args.images} faces, "
+          f"{time.perf_counter() - start:.0f} s")
+    for key in ("pseudo", "projected", "best fit", "ratio"):
+        values = [r[key] for r in rows]
+        spread = statistics.stdev(values) if len(values) > 1 else float("nan")
+        print(f"  {key:10s} {statistics.fmean(values):.4f} ± {spread:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except UserError as exc:
+        raise SystemExit(f"error: {exc}") from None
