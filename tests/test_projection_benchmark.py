@@ -42,5 +42,6 @@ def test_end_to_end_tiny_schedule():
            "2", "--fit-steps", "2", "--set", "stage_len_dict={step1: 1, step2: 1, step3: 1}"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     assert "2 relit pseudo samples per face, 1 faces" in out
-    for key in ("pseudo", "projected", "best fit", "ratio"):
+    for key in ("pseudo", "projected", "optimised", "best fit"):
         assert f"  {key}" in out
+    assert "information ratio of the means, optimised" in out
