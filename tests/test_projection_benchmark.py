@@ -1,6 +1,5 @@
 """benchmarks/projection.py: its measures by hand, and a tiny end-to-end run."""
 
-import importlib.util
 import math
 import subprocess
 import sys
@@ -13,11 +12,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "projection.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("projection_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("projection")
 
 
 def test_masked_error_averages_over_mask_and_channels(bench):

@@ -1,7 +1,6 @@
 """benchmarks/synthetic.py: the table from per-face records, the cache, and a tiny end-to-end
 run."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,11 +12,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "synthetic.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("synthetic_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("synthetic")
 
 
 def record(bench, side, mad, seconds):
