@@ -80,7 +80,7 @@ def truth_projector(scene: dict[str, torch.Tensor], cfg):
     albedo = reproject(scene["canon_depth"][:1], scene["canon_albedo"][:1] * 2 - 1,
                        scene["view"][:1], FOV_DEG, ROT_CENTER_DEPTH)[0]
     head = (scene["head_mask"][:1, None] > 0.5).float()
-    normals = normals_from_depth(depth, cfg.fov)
+    normals = normals_from_depth(depth, FOV_DEG)  # the true geometry's own camera
     background = scene["background"][:1, :, None, None] * 2 - 1
 
     @torch.no_grad()
