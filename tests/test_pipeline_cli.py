@@ -90,6 +90,27 @@ def test_reconstruct_writes_every_output_and_skips_finished_images(files, tmp_pa
     assert (folder / "mesh.obj").stat().st_mtime_ns == stamp
 
 
+def test_torchrun_processes_split_the_images(files, tmp_path, monkeypatch, capsys):
+    """Under torchrun (its environment variables), process r of 2 reconstructs images r,
+    r + 2, ...; only process 0 writes config.yaml; a rerun as one process skips them all."""
+    out = tmp_path / "out"
+    args = [*files["images"], "--gan", files["gan"], "--latent", *files["latents"],
+            "--out", out]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("RANK", "1")
+    assert reconstruct(*args) == 0
+    assert (out / "img1" / "mesh.obj").is_file() and not (out / "img0").exists()
+    assert not (out / "config.yaml").exists()
+    monkeypatch.setenv("RANK", "0")
+    assert reconstruct(*args) == 0
+    assert (out / "img0" / "mesh.obj").is_file() and (out / "config.yaml").is_file()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    capsys.readouterr()
+    assert reconstruct(*args) == 0
+    assert "2 of 2 images already finished" in capsys.readouterr().out
+
+
 def test_release_layout_resolves_latents_and_depths(files, tmp_path):
     from gan2shape.recon.command import make_jobs
 

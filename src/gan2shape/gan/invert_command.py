@@ -4,7 +4,8 @@ Per image ``<out>/<stem>.pt`` (the latent: the release's (1, 512) W format, or
 (1, n_latent, 512) with ``--w-plus``), ``<out>/<stem>.png`` (the GAN's image of that latent)
 and ``<out>/<stem>.json`` (final losses, PSNR, settings). Images whose three outputs exist are
 skipped, so an interrupted run over a long list (or one stopped by an unreadable file, with
-its one-line error) resumes where it stopped.
+its one-line error) resumes where it stopped. Started by torchrun, process r of w inverts
+images r, r + w, ... of the list, each process on its own GPU.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..devices import resolve_device
+from ..distributed import from_environment, process_device
 from ..errors import UserError
 from ..fileio import save_image, save_json, save_torch
 from .checkpoint import load_stylegan2
@@ -95,9 +97,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--steps and --batch must be positive")
     if args.perceptual == "vgg" and not args.vgg:
         raise UserError("--perceptual vgg needs --vgg PATH (VGG16 weights)")
-    device = str(resolve_device(args.device))
+    group = from_environment()
+    device = str(process_device(group, resolve_device(args.device)))
     crop = parse_crop(args.crop)
-    paths = expand_inputs(args.images)
+    paths = group.shard(expand_inputs(args.images))
     out = Path(args.out)
     todo = [p for p in paths if args.force or not all(
         (out / f"{p.stem}{s}").is_file() for s in OUTPUT_SUFFIXES)]
@@ -113,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
     generator = gan.generator
 
     poor = 0
-    bar = tqdm(total=len(todo), unit="img", disable=args.quiet, dynamic_ncols=True)
+    bar = tqdm(total=len(todo), unit="img", disable=args.quiet or not group.is_main,
+               dynamic_ncols=True)
     for start in range(0, len(todo), args.batch):
         chunk = todo[start:start + args.batch]
         images = torch.stack([load_image(p, generator.size, crop) for p in chunk]).to(device)

@@ -10,6 +10,12 @@ The output folder holds ``checkpoint.pt`` (rosinality format: 'g', 'd', 'g_ema',
 optimiser states, the iteration, the options and the RNG state, so ``--resume`` continues
 bit for bit), ``samples/<iteration>.png`` (fixed latents), ``losses.jsonl`` and
 ``options.json``.
+
+Started by torchrun, every process trains the same networks on its share of each batch
+(``--batch`` is the global batch, split evenly) and DistributedDataParallel averages the
+gradients, so the recipe does not depend on the number of processes. Process 0 writes the
+checkpoint, samples and log (its own losses); a checkpoint resumes with any number of
+processes.
 """
 
 from __future__ import annotations
@@ -20,13 +26,16 @@ import json
 import math
 import signal
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from ..devices import resolve_device
+from ..distributed import SINGLE, Group, from_environment, joined, process_device
 from ..errors import UserError
 from ..fileio import load_torch, save_image, save_json
 from . import Discriminator, Generator, save_stylegan2
@@ -164,18 +173,55 @@ def mixed_latents(g: Generator, batch: int, mixing: float, device: str) -> torch
     return torch.where(layer < cut, w[0], w[1])
 
 
+class MixingGenerator(torch.nn.Module):
+    """A generator's training forward (style-mixed latents -> images with random noise) as
+    one module call, the form DistributedDataParallel wraps."""
+
+    def __init__(self, g: Generator, mixing: float):
+        super().__init__()
+        self.g, self.mixing = g, mixing
+
+    def forward(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images (B, 3, S, S), latents (B, n_latent, style_dim))."""
+        device = next(self.g.parameters()).device
+        latents = mixed_latents(self.g, batch, self.mixing, str(device))
+        return self.g.synthesis(latents, noise="random"), latents
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The sampling seed of process ``rank``: distinct per process, reproducible."""
+    return seed + 1_000_003 * rank
+
+
 class Trainer:
     """The training state (networks, optimisers, counters) and one-iteration updates."""
 
-    def __init__(self, cfg: TrainConfig, images: torch.Tensor):
-        """images: (N, 3, size, size) uint8, the whole training set in memory."""
-        self.cfg = cfg
-        self.images = images
-        torch.manual_seed(cfg.seed)
+    def __init__(self, cfg: TrainConfig, images: torch.Tensor, group: Group = SINGLE):
+        """images: (N, 3, size, size) uint8, the whole training set in memory. group: the
+        torchrun processes (a process group must be joined when there are several)."""
+        if cfg.batch % group.world_size:
+            raise UserError(f"--batch {cfg.batch} does not split over {group.world_size} "
+                            "processes; give a multiple of their number")
+        self.cfg, self.images, self.group = cfg, images, group
+        self.local_batch = cfg.batch // group.world_size
+        torch.manual_seed(cfg.seed)  # the same initial networks in every process
         self.g, self.d = build_networks(cfg)
         self.g_ema = copy.deepcopy(self.g).eval()
         set_requires_grad(self.g_ema, False)
         self.g_optim, self.d_optim = build_optimisers(cfg, self.g, self.d)
+        self.g_train: torch.nn.Module = MixingGenerator(self.g, cfg.mixing)
+        self.d_train: torch.nn.Module = self.d
+        if group.distributed:
+            torch.manual_seed(rank_seed(cfg.seed, group.rank))
+            ids = [torch.device(cfg.device).index] if cfg.device.startswith("cuda") else None
+            # Buffers (the stored noise maps) never change in training: no per-step sync.
+            ddp = {"device_ids": ids, "forward_sync_buffers": False,
+                   "gradient_as_bucket_view": True}
+            self.g_train = DistributedDataParallel(self.g_train, **ddp)
+            self.d_train = DistributedDataParallel(self.d, **ddp)
+            # D's (1, C) output weight gets its gradient with strides (1, 1), its bucket view
+            # has (C, 1): the same memory layout for a size-1 dimension, but DDP warns.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view")
         self.iteration = 0
         self.mean_path_length = torch.zeros((), device=cfg.device)
         fixed = torch.Generator().manual_seed(cfg.seed + 1)
@@ -190,7 +236,7 @@ class Trainer:
         )
 
     def real_batch(self) -> torch.Tensor:
-        index = torch.randint(0, self.images.shape[0], (self.cfg.batch,))
+        index = torch.randint(0, self.images.shape[0], (self.local_batch,))
         batch = self.images[index].to(self.cfg.device, non_blocking=True)
         return batch.float() / 127.5 - 1.0
 
@@ -199,13 +245,12 @@ class Trainer:
             return images
         return random_flip_translate(images, self.cfg.aug_shift)
 
-    def generate(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        latents = mixed_latents(self.g, batch, self.cfg.mixing, self.cfg.device)
-        return self.g.synthesis(latents, noise="random"), latents
-
     def step(self) -> dict[str, float]:
-        """One StyleGAN2 iteration: D step (+ lazy R1), G step (+ lazy path length), EMA."""
-        cfg, g, d = self.cfg, self.g, self.d
+        """One StyleGAN2 iteration: D step (+ lazy R1), G step (+ lazy path length), EMA.
+
+        Each network is trained through its (distributed) training module and used as it
+        is where it is held fixed, so only the trained network's gradients are averaged."""
+        cfg, g, d, batch = self.cfg, self.g, self.d, self.local_batch
         i = self.iteration
         stats: dict[str, float] = {}
         real = self.real_batch()
@@ -215,9 +260,9 @@ class Trainer:
         set_requires_grad(d, True)
         with self.autocast():
             with torch.no_grad():
-                fake, _ = self.generate(cfg.batch)
-            fake_logits = d(self.augment(fake.detach()))
-            real_logits = d(self.augment(real))
+                fake, _ = self.g_train(batch)
+            fake_logits = self.d_train(self.augment(fake.detach()))
+            real_logits = self.d_train(self.augment(real))
         d_loss = d_logistic_loss(real_logits, fake_logits)
         self.d_optim.zero_grad(set_to_none=True)
         d_loss.backward()
@@ -230,7 +275,7 @@ class Trainer:
         if cfg.r1 > 0 and i % cfg.r1_every == 0:
             real_req = real.detach().requires_grad_(True)
             with self.autocast():
-                logits = d(self.augment(real_req))
+                logits = self.d_train(self.augment(real_req))
             r1 = r1_penalty(logits, real_req)
             self.d_optim.zero_grad(set_to_none=True)
             # The 0 * logits term keeps every D output in the graph (no unused parameters).
@@ -242,7 +287,7 @@ class Trainer:
         set_requires_grad(g, True)
         set_requires_grad(d, False)
         with self.autocast():
-            fake, _ = self.generate(cfg.batch)
+            fake, _ = self.g_train(batch)
             fake_logits = d(self.augment(fake))
         g_loss = g_nonsaturating_loss(fake_logits)
         self.g_optim.zero_grad(set_to_none=True)
@@ -250,9 +295,9 @@ class Trainer:
         self.g_optim.step()
         stats["g_loss"] = g_loss.item()
         if cfg.pl_weight > 0 and i % cfg.pl_every == 0:
-            pl_batch = max(1, cfg.batch // cfg.pl_batch_shrink)
+            pl_batch = max(1, batch // cfg.pl_batch_shrink)
             with self.autocast():
-                fake, latents = self.generate(pl_batch)
+                fake, latents = self.g_train(pl_batch)
             penalty, self.mean_path_length, length = path_length_penalty(
                 fake, latents, self.mean_path_length
             )
@@ -282,22 +327,32 @@ class Trainer:
             grid[:, r * s:(r + 1) * s, c * s:(c + 1) * s] = images[k]
         return tensor_to_uint8(grid)
 
-    def state_extra(self) -> dict:
-        cfg = self.cfg
+    def rng_state(self) -> dict:
         rng = {"cpu": torch.get_rng_state()}
-        if torch.device(cfg.device).type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(torch.device(cfg.device))
+        if torch.device(self.cfg.device).type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(torch.device(self.cfg.device))
+        return rng
+
+    def state_extra(self) -> dict:
+        """Everything but the networks, for the checkpoint. A collective call when
+        distributed: every process's RNG state is gathered (process 0's is 'rng_state')."""
+        cfg = self.cfg
+        ranks = self.group.gather(self.rng_state())
         return {
             "g_optim": self.g_optim.state_dict(),
             "d_optim": self.d_optim.state_dict(),
             "iteration": self.iteration,
             "mean_path_length": self.mean_path_length.detach().cpu(),
             "args": cfg.to_dict(),
-            "rng_state": rng,
+            "rng_state": ranks[0],
+            "rng_state_ranks": ranks,
         }
 
     def save(self, path: Path) -> None:
-        save_stylegan2(path, self.g, self.d, generator_ema=self.g_ema, extra=self.state_extra())
+        """Write the checkpoint from process 0 (a collective call when distributed)."""
+        extra = self.state_extra()
+        if self.group.is_main:
+            save_stylegan2(path, self.g, self.d, generator_ema=self.g_ema, extra=extra)
 
     def load(self, ckpt: dict) -> None:
         """Restore everything written by :meth:`save` (exact continuation)."""
@@ -308,9 +363,14 @@ class Trainer:
         self.d_optim.load_state_dict(ckpt["d_optim"])
         self.iteration = int(ckpt["iteration"])
         self.mean_path_length = ckpt["mean_path_length"].to(self.cfg.device)
-        torch.set_rng_state(ckpt["rng_state"]["cpu"])
-        if "cuda" in ckpt["rng_state"] and torch.device(self.cfg.device).type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng_state"]["cuda"], torch.device(self.cfg.device))
+        ranks = ckpt.get("rng_state_ranks", [ckpt["rng_state"]])
+        if len(ranks) != self.group.world_size:  # another number of processes: fresh streams
+            torch.manual_seed(rank_seed(self.cfg.seed, self.group.rank) + self.iteration)
+            return
+        rng = ranks[self.group.rank]
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.device(self.cfg.device).type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], torch.device(self.cfg.device))
 
 
 class _StopFlag:
@@ -338,39 +398,45 @@ class _StopFlag:
 
 def train(
     cfg: TrainConfig, images: torch.Tensor, out_dir: str | Path, resume: bool = False,
-    progress: bool = True,
+    progress: bool = True, group: Group = SINGLE,
 ) -> Trainer:
     """Train until ``cfg.iters`` iterations, checkpointing into ``out_dir``.
 
     images: (N, 3, size, size) uint8. With ``resume`` the run continues from
     ``out_dir/checkpoint.pt`` (networks, optimisers, iteration and RNG state), so a run
-    that is stopped and resumed gives the same networks as one that never stopped.
+    that is stopped and resumed gives the same networks as one that never stopped (with the
+    same number of processes). group: the torchrun processes, whose group is joined;
+    process 0 writes every file.
     """
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT
-    trainer = Trainer(cfg, images)
+    trainer = Trainer(cfg, images, group)
     if resume and ckpt_path.exists():
         trainer.load(load_torch(ckpt_path, "training checkpoint"))
-    save_json(cfg.to_dict(), out_dir / "options.json")
+    main = group.is_main
     log_path = out_dir / "losses.jsonl"
-    _truncate_log(log_path, trainer.iteration)
+    if main:
+        save_json(cfg.to_dict(), out_dir / "options.json")
+        _truncate_log(log_path, trainer.iteration)
 
     last_ckpt_time = time.monotonic()
     last_ckpt_iter = trainer.iteration
     window_start, window_iters = time.monotonic(), 0
     bar = tqdm(
-        total=cfg.iters, initial=trainer.iteration, disable=not progress, unit="it",
+        total=cfg.iters, initial=trainer.iteration, disable=not (progress and main), unit="it",
         dynamic_ncols=True,
     )
     with _StopFlag() as flag:
-        while trainer.iteration < cfg.iters and not flag.stop:
+        # torchrun signals every process, not necessarily between the same iterations:
+        # they agree on stopping (and on checkpointing) before each step.
+        while trainer.iteration < cfg.iters and not group.any(flag.stop, cfg.device):
             stats = trainer.step()
             window_iters += 1
             it = trainer.iteration
             bar.update(1)
-            if it % cfg.log_every == 0 or it == cfg.iters:
+            if main and (it % cfg.log_every == 0 or it == cfg.iters):
                 elapsed = time.monotonic() - window_start
                 stats.update(
                     iteration=it, kimg=it * cfg.batch / 1000,
@@ -381,19 +447,20 @@ def train(
                     f.write(json.dumps(stats) + "\n")
                 bar.set_postfix(d=f"{stats['d_loss']:.3f}", g=f"{stats['g_loss']:.3f}")
                 window_start, window_iters = time.monotonic(), 0
-            if cfg.sample_every > 0 and it % cfg.sample_every == 0:
+            if main and cfg.sample_every > 0 and it % cfg.sample_every == 0:
                 save_image(trainer.sample_grid(), out_dir / "samples" / f"{it:07d}.png")
             due = (
                 it - last_ckpt_iter >= cfg.ckpt_every
                 or time.monotonic() - last_ckpt_time >= cfg.ckpt_minutes * 60
             )
-            if due:
+            if group.any(due, cfg.device):
                 trainer.save(ckpt_path)
                 last_ckpt_time, last_ckpt_iter = time.monotonic(), it
     bar.close()
     if trainer.iteration != last_ckpt_iter:
         trainer.save(ckpt_path)
-    save_image(trainer.sample_grid(), out_dir / "samples" / f"{trainer.iteration:07d}.png")
+    if main:
+        save_image(trainer.sample_grid(), out_dir / "samples" / f"{trainer.iteration:07d}.png")
     return trainer
 
 
@@ -454,7 +521,7 @@ def default_bf16(device: str) -> bool:
     return bool(torch.cpu._is_amx_tile_supported())
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+def config_from_args(args: argparse.Namespace, group: Group = SINGLE) -> TrainConfig:
     size = args.size
     if size < 8 or size & (size - 1):
         raise UserError(f"--size {size}: must be a power of two, at least 8")
@@ -466,7 +533,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         channels = dict(DEFAULT_CHANNELS_64)
     else:
         raise UserError(f"--size {size}: give --channels or --width (defaults exist for 64)")
-    device = str(resolve_device(args.device))
+    device = str(process_device(group, resolve_device(args.device)))
     if args.batch < 1:
         raise UserError("--batch must be positive")
     if args.iters is not None:
@@ -488,7 +555,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = config_from_args(args)
+    group = from_environment()
+    cfg = config_from_args(args, group)
     out_dir = Path(args.out)
     ckpt_path = out_dir / CHECKPOINT
     if ckpt_path.exists() and not args.resume:
@@ -502,8 +570,14 @@ def run(args: argparse.Namespace) -> int:
                     f"{getattr(saved, name)}"
                 )
     images = load_image_folder(args.data, cfg.size)
-    print(f"train-gan: {images.shape[0]} images at {cfg.size} px, widths {cfg.channels}, "
-          f"batch {cfg.batch}, until iteration {cfg.iters}, bf16 {cfg.bf16}, {cfg.device}")
-    trainer = train(cfg, images, out_dir, resume=args.resume, progress=not args.quiet)
-    print(f"train-gan: iteration {trainer.iteration}, checkpoint {ckpt_path}")
+    processes = f", {group.world_size} processes" if group.distributed else ""
+    if group.is_main:
+        print(f"train-gan: {images.shape[0]} images at {cfg.size} px, widths {cfg.channels}, "
+              f"batch {cfg.batch}, until iteration {cfg.iters}, bf16 {cfg.bf16}, "
+              f"{cfg.device}{processes}")
+    with joined(group, torch.device(cfg.device)):
+        trainer = train(cfg, images, out_dir, resume=args.resume, progress=not args.quiet,
+                        group=group)
+    if group.is_main:
+        print(f"train-gan: iteration {trainer.iteration}, checkpoint {ckpt_path}")
     return 0

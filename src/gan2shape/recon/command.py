@@ -5,7 +5,8 @@ same order, or ``--latent-dir DIR`` holding ``<stem>.pt``), or in the release's 
 (``--image-list FILE --image-root DIR --latent-root DIR``: one image path per line,
 relative to the image root; latents at the same relative path with ``.pt``). Each image's
 outputs go to ``<out>/<stem>/`` (interfaces.md); a finished image is skipped when the
-command is run again, an interrupted one resumes from its last stage checkpoint.
+command is run again, an interrupted one resumes from its last stage checkpoint. Started
+by torchrun, the processes split the images (:func:`run`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from ..config import available_presets, load_config, save_config
 from ..devices import resolve_device
+from ..distributed import Group, from_environment, process_device
 from ..errors import UserError
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -199,9 +201,10 @@ def latent_by_inversion(image_path: Path, gan, device: torch.device) -> torch.Te
     return invert.invert_image(image_path, gan, device=device)
 
 
-def prepare(args):
+def prepare(args, group: Group | None = None):
     """Config, jobs, device, GAN and latents from the arguments; every input is checked
-    here, before any long work starts."""
+    here, before any long work starts. Under torchrun (``group``), each process gets its
+    own GPU."""
     from ..gan import load_stylegan2
     from ..gan.latents import load_latent
 
@@ -213,6 +216,8 @@ def prepare(args):
     cfg = load_config(args.preset, args.config, overrides)
     jobs = make_jobs(args)
     device = resolve_device(args.device or cfg.device)
+    if group is not None:
+        device = process_device(group, device)
     gan = load_stylegan2(args.gan, device=device)
     style_dim = gan.generator.style_dim
     latents = [load_latent(j.latent, style_dim) if j.latent is not None else None
@@ -240,22 +245,28 @@ def load_inputs(job: Job, latent: torch.Tensor | None, gan, device, cfg):
 
 
 def run(args) -> int:
+    """Reconstruct every unfinished image. Under torchrun, process r of w takes images
+    r, r + w, ... of the list (each process its own GPU); the processes never talk, so a
+    stopped run resumes with any number of processes."""
     from .reconstructor import Reconstructor, is_finished
 
-    cfg, jobs, device, gan, latents = prepare(args)
+    group = from_environment()
+    cfg, jobs, device, gan, latents = prepare(args, group)
     args.out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, args.out / "config.yaml")
-    todo = [(j, w) for j, w in zip(jobs, latents, strict=True)
-            if not is_finished(args.out / j.name)]
-    skipped = len(jobs) - len(todo)
+    if group.is_main:
+        save_config(cfg, args.out / "config.yaml")
+    mine = group.shard(list(zip(jobs, latents, strict=True)))
+    todo = [(j, w) for j, w in mine if not is_finished(args.out / j.name)]
+    where = f" (process {group.rank} of {group.world_size})" if group.distributed else ""
+    skipped = len(mine) - len(todo)
     if skipped:
-        print(f"gan2shape reconstruct: {skipped} of {len(jobs)} images already finished, "
-              "skipped")
+        print(f"gan2shape reconstruct{where}: {skipped} of {len(mine)} images already "
+              "finished, skipped")
     if not todo:
         return 0
-    rec = Reconstructor(gan, cfg, pretrained=args.pretrained, device=device,
-                        progress=not args.quiet)
-    for job, latent in tqdm(todo, desc="images", unit="image", disable=args.quiet):
+    show = not args.quiet and group.is_main
+    rec = Reconstructor(gan, cfg, pretrained=args.pretrained, device=device, progress=show)
+    for job, latent in tqdm(todo, desc="images", unit="image", disable=not show):
         image, latent, mask, gt = load_inputs(job, latent, gan, device, cfg)
         out_dir = args.out / job.name
         checkpoint = out_dir / CHECKPOINT_NAME
@@ -266,5 +277,5 @@ def run(args) -> int:
             os.remove(checkpoint)
         line = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()
                          if k in ("SIDE", "MAD_deg"))
-        tqdm.write(f"{job.name}: done{' (' + line + ')' if line else ''} -> {out_dir}")
+        tqdm.write(f"{job.name}: done{' (' + line + ')' if line else ''} -> {out_dir}{where}")
     return 0

@@ -15,6 +15,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..config import save_config
+from ..distributed import from_environment
+from ..errors import UserError
 from ..fileio import save_torch
 from .command import add_input_arguments, load_inputs, prepare
 
@@ -32,6 +34,9 @@ def run(args) -> int:
     from .pretrain import pretrain
     from .reconstructor import Reconstructor
 
+    if from_environment().distributed:
+        raise UserError("pretrain runs as one process (its images share one set of weights "
+                        "and one cycle); start it without torchrun")
     cfg, jobs, device, gan, latents = prepare(args)
     weights = args.out / WEIGHTS_NAME
     if weights.is_file():
