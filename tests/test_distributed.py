@@ -48,7 +48,8 @@ def test_two_process_training_averages_gradients_and_stays_in_sync(tmp_path):
     own gradients; after a few iterations with R1 and path-length steps both processes hold
     the same networks, which have moved, although they saw different real images."""
     worker = Path(__file__).with_name("ddp_train_worker.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Loopback only: a CI container's hostname may not resolve to a usable interface.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(worker), str(tmp_path)],
