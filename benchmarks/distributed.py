@@ -85,8 +85,9 @@ def side_by_side(name: str, args, make_argv, unit_count: int, unit: str) -> None
 
 def main() -> int:
     args = parse_args()
-    if min(args.processes, args.threads, args.repeats, args.train_iters, args.images) < 1:
-        raise SystemExit("every count must be >= 1")
+    if args.processes < 2 or min(args.threads, args.repeats, args.train_iters,
+                                 args.images) < 1:
+        raise SystemExit("--processes must be >= 2 (it is compared with one), other counts >= 1")
     gan = args.gan or str(embedded.asset_path(embedded.GAN_FILE))
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)

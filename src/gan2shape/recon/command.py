@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ..config import available_presets, load_config, save_config
 from ..devices import resolve_device
-from ..distributed import Group, from_environment, process_device
+from ..distributed import SINGLE, Group, from_environment, process_device
 from ..errors import UserError
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -201,7 +201,7 @@ def latent_by_inversion(image_path: Path, gan, device: torch.device) -> torch.Te
     return invert.invert_image(image_path, gan, device=device)
 
 
-def prepare(args, group: Group | None = None):
+def prepare(args, group: Group = SINGLE):
     """Config, jobs, device, GAN and latents from the arguments; every input is checked
     here, before any long work starts. Under torchrun (``group``), each process gets its
     own GPU."""
@@ -215,9 +215,7 @@ def prepare(args, group: Group | None = None):
         overrides.append(f"light_mvn_path={args.light_prior}")
     cfg = load_config(args.preset, args.config, overrides)
     jobs = make_jobs(args)
-    device = resolve_device(args.device or cfg.device)
-    if group is not None:
-        device = process_device(group, device)
+    device = process_device(group, resolve_device(args.device or cfg.device))
     gan = load_stylegan2(args.gan, device=device)
     style_dim = gan.generator.style_dim
     latents = [load_latent(j.latent, style_dim) if j.latent is not None else None
