@@ -1,9 +1,9 @@
 """torchrun scaling: the same job as one process and as several, timed side by side.
 
     python benchmarks/distributed.py [--processes 2] [--threads 2] [--repeats 2]
-        [--train-iters 60] [--images 4] [--gan CKPT]
+        [--train-iters 60] [--images 4] [--gan CKPT] [--jobs train-gan,reconstruct,pretrain]
 
-Two jobs, each run alternately as one process with ``--threads`` torch threads and as
+Three jobs, each run alternately as one process with ``--threads`` torch threads and as
 ``--processes`` torchrun processes with ``threads / processes`` threads each (the same
 cores), ``--repeats`` times; the wall time of each run is measured around the whole command
 (start-up, data loading and the final checkpoint included):
@@ -11,7 +11,11 @@ cores), ``--repeats`` times; the wall time of each run is measured around the wh
 - train-gan: the embedded model's widths, global batch 16, ``--train-iters`` iterations on
   procedural data (``make-data``), DistributedDataParallel over Gloo;
 - reconstruct: ``--images`` GAN samples of the embedded model with the demo preset on a
-  short schedule, split between the processes.
+  short schedule, split between the processes;
+- pretrain: joint pre-training on the same samples and schedule. Each step of P processes
+  learns from P images at once (averaged gradients), so their run gets 1/P of the steps:
+  both runs make the same number of image-steps, the P processes in P times fewer, larger
+  steps.
 
 On a CPU the processes share its cores, so the ratio is what processes win over threads
 for these small networks; on a machine with P GPUs run it with ``--processes P`` to see
@@ -31,8 +35,15 @@ from pathlib import Path
 
 from gan2shape import embedded
 
-SHORT_SCHEDULE = ["num_stage=1", "stage_len_dict={step1: 30, step2: 30, step3: 30}",
-                  "collect_iters=2", "prior_iters=30"]
+JOBS = ("train-gan", "reconstruct", "pretrain")
+STEPS = 30  # iterations of each step of the short schedule
+
+
+def short_schedule(steps: int, collect_iters: int) -> list[str]:
+    """``--set`` arguments: one stage of ``steps`` iterations per step."""
+    settings = ["num_stage=1", f"stage_len_dict={{step1: {steps}, step2: {steps}, "
+                f"step3: {steps}}}", f"collect_iters={collect_iters}", "prior_iters=30"]
+    return [a for s in settings for a in ("--set", s)]
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,6 +55,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--images", type=int, default=4, help="images to reconstruct")
     p.add_argument("--gan", default=None, help="StyleGAN2 checkpoint (default: the embedded)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--jobs", default=",".join(JOBS), help="comma-separated subset of " + ", ".join(JOBS))
     return p.parse_args()
 
 
@@ -72,7 +84,7 @@ def side_by_side(name: str, args, make_argv, unit_count: int, unit: str) -> None
     for r in range(args.repeats):
         for processes, threads in shapes.items():
             with tempfile.TemporaryDirectory() as out:  # torch takes OMP_NUM_THREADS
-                cmd = command(args, processes, *make_argv(Path(out)))
+                cmd = command(args, processes, *make_argv(Path(out), processes))
                 times[processes].append(timed(cmd, threads))
             print(f"  {name} run {r + 1}: {processes} process(es) x {threads} thread(s) "
                   f"{times[processes][-1]:.1f} s", flush=True)
@@ -85,37 +97,49 @@ def side_by_side(name: str, args, make_argv, unit_count: int, unit: str) -> None
 
 def main() -> int:
     args = parse_args()
+    jobs = args.jobs.split(",")
     if args.processes < 2 or min(args.threads, args.repeats, args.train_iters,
                                  args.images) < 1:
         raise SystemExit("--processes must be >= 2 (it is compared with one), other counts >= 1")
+    if not set(jobs) <= set(JOBS):
+        raise SystemExit(f"--jobs: choose from {', '.join(JOBS)}")
     gan = args.gan or str(embedded.asset_path(embedded.GAN_FILE))
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
-        subprocess.run([sys.executable, "-m", "gan2shape", "make-data", "--out",
-                        str(work / "data"), "-n", "256", "--seed", "0"], check=True,
-                       capture_output=True)
+        if "train-gan" in jobs:
+            subprocess.run([sys.executable, "-m", "gan2shape", "make-data", "--out",
+                            str(work / "data"), "-n", "256", "--seed", "0"], check=True,
+                           capture_output=True)
         subprocess.run([sys.executable, "-m", "gan2shape", "sample", "--gan", gan, "-n",
                         str(args.images), "--out", str(work / "samples"), "--seed", "0"],
                        check=True, capture_output=True)
         images = sorted((work / "samples" / "images").glob("*.png"))
         latents = [work / "samples" / "latents" / f"{p.stem}.pt" for p in images]
 
-        def train_argv(out: Path) -> list[str]:
+        def train_argv(out: Path, processes: int) -> list[str]:
             return ["train-gan", str(work / "data"), "--out", str(out / "run"), "--size", "64",
                     "--batch", "16", "--iters", str(args.train_iters), "--mixing", "0",
                     "--r1", "0.1", "--quiet", "--no-bf16", "--device", args.device,
                     "--sample-every", "0"]
 
-        def recon_argv(out: Path) -> list[str]:
-            sets = [a for s in SHORT_SCHEDULE for a in ("--set", s)]
+        def recon_argv(out: Path, processes: int) -> list[str]:
             return ["reconstruct", *map(str, images), "--latent", *map(str, latents),
                     "--gan", gan, "--preset", "demo", "--out", str(out / "rec"), "--quiet",
-                    "--device", args.device, *sets]
+                    "--device", args.device, *short_schedule(STEPS, 2)]
+
+        def pretrain_argv(out: Path, processes: int) -> list[str]:
+            return ["pretrain", *map(str, images), "--latent", *map(str, latents),
+                    "--gan", gan, "--preset", "demo", "--out", str(out / "pre"), "--quiet",
+                    "--device", args.device,
+                    *short_schedule(STEPS // processes, 2 * args.images)]
 
         print(f"torchrun scaling on {args.device}: {args.processes} processes vs 1, "
               f"{args.threads} threads in all, {args.repeats} repeats", flush=True)
-        side_by_side("train-gan", args, train_argv, args.train_iters * 16, "images")
-        side_by_side("reconstruct", args, recon_argv, args.images, "images")
+        runs = {"train-gan": (train_argv, args.train_iters * 16, "images"),
+                "reconstruct": (recon_argv, args.images, "images"),
+                "pretrain": (pretrain_argv, 3 * STEPS, "image-steps")}
+        for job in jobs:
+            side_by_side(job, args, *runs[job])
     return 0
 
 

@@ -1,6 +1,9 @@
 """Shared test settings and fixtures."""
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,3 +26,17 @@ def load_benchmark():
         spec.loader.exec_module(module)
         return module
     return load
+
+
+@pytest.fixture(scope="session")
+def torchrun():
+    """torchrun(*args) -> CompletedProcess of ``torchrun --standalone --nproc_per_node 2
+    ARGS`` on the CPU, one thread per process, output captured."""
+    # Loopback only: a CI container's hostname may not resolve to a usable interface.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+
+    def run(*args, timeout: int = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               "--nproc_per_node", "2", *map(str, args)],
+                              capture_output=True, text=True, env=env, timeout=timeout)
+    return run

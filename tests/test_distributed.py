@@ -1,9 +1,7 @@
-"""torchrun support: process groups from the environment, image sharding, and StyleGAN2
-training with DistributedDataParallel on two CPU processes (Gloo)."""
+"""torchrun support: process groups from the environment, image sharding, StyleGAN2
+training with DistributedDataParallel and joint pre-training with averaged gradients, on
+two CPU processes (Gloo)."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -43,17 +41,11 @@ def test_cpu_processes_keep_the_cpu():
     assert process_device(Group(1, 2, 1), torch.device("cpu")) == torch.device("cpu")
 
 
-def test_two_process_training_averages_gradients_and_stays_in_sync(tmp_path):
+def test_two_process_training_averages_gradients_and_stays_in_sync(tmp_path, torchrun):
     """Gradients through the trainer's DDP modules equal the hand average of every process's
     own gradients; after a few iterations with R1 and path-length steps both processes hold
     the same networks, which have moved, although they saw different real images."""
-    worker = Path(__file__).with_name("ddp_train_worker.py")
-    # Loopback only: a CI container's hostname may not resolve to a usable interface.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(worker), str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=300)
+    result = torchrun(Path(__file__).with_name("ddp_train_worker.py"), tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for net in ("g", "d", "g_ema"):
@@ -63,3 +55,20 @@ def test_two_process_training_averages_gradients_and_stays_in_sync(tmp_path):
              if not torch.equal(value, ranks[0]["g_initial"][key])]
     assert moved
     assert not torch.equal(ranks[0]["real_batch"], ranks[1]["real_batch"])
+
+
+def test_two_process_pretraining_shares_one_set_of_weights(tmp_path, torchrun):
+    """Joint pre-training on two processes, each with two of four images and its own
+    initial networks: the collectives give analytic values, and both processes end with
+    the same weights, which have moved from process 0's initial ones."""
+    result = torchrun(Path(__file__).with_name("ddp_pretrain_worker.py"), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert any(not torch.equal(v, ranks[1]["initial"]["netA"][k])
+               for k, v in ranks[0]["initial"]["netA"].items())
+    for net, state in ranks[0]["weights"].items():
+        for key, value in state.items():
+            assert torch.equal(value, ranks[1]["weights"][net][key]), f"{net}.{key} differs"
+    for net in ("netD", "netA", "netV", "netL", "netEnc"):
+        assert any(not torch.equal(v, ranks[0]["initial"][net][k])
+                   for k, v in ranks[0]["weights"][net].items()), f"{net} did not train"

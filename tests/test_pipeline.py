@@ -278,3 +278,41 @@ def test_projector_replaces_the_gan_projection_and_step2(gan, sample):
     assert seen == [2, 2, 2] and "step2" not in last
     for k, v in rec.nets["netEnc"].state_dict().items():
         assert torch.equal(v, encoder[k])
+
+
+def test_interrupted_pretraining_resumes_to_the_uninterrupted_weights(gan, sample, tmp_path,
+                                                                     monkeypatch):
+    """Joint pre-training over two images and two stages, stopped during stage 2 and run
+    again from its checkpoint, ends with exactly the weights of a run that was never
+    stopped (each stage is seeded, so the resumed stage draws the same samples)."""
+    from gan2shape.recon import pretrain as pretrain_module
+
+    image, w = sample
+    settings = ["num_stage=2", "stage_len_dict2={step1: 1, step2: 1, step3: 1}",
+                "flip1_cfg=[false, false]", "flip3_cfg=[true, false]",
+                "collect_iters=2"]
+
+    def run(checkpoint):
+        rec = make_reconstructor(gan, *settings)
+        targets = [rec.target(image, w), rec.target(image.flip(2), w)]
+        return pretrain_module.pretrain(rec, targets, checkpoint)
+
+    expected = run(None)
+    real_stage, calls = pretrain_module.joint_stage, []
+
+    def stopping_stage(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Interrupted
+        return real_stage(*args, **kwargs)
+
+    checkpoint = tmp_path / "checkpoint.pt"
+    monkeypatch.setattr(pretrain_module, "joint_stage", stopping_stage)
+    with pytest.raises(Interrupted):
+        run(checkpoint)
+    monkeypatch.setattr(pretrain_module, "joint_stage", real_stage)
+    assert torch.load(checkpoint)["stages_done"] == 1
+    resumed = run(checkpoint)
+    for net, state in expected.items():
+        for key, value in state.items():
+            assert torch.equal(value, resumed[net][key]), f"{net}.{key}"

@@ -184,6 +184,20 @@ def test_pretrain_writes_release_weights_that_load_strictly(files, tmp_path, cap
     assert "collect_iters" in err and "\n" not in err
 
 
+def test_pretrain_under_torchrun_writes_the_weights_once(files, tmp_path, torchrun):
+    """Two processes, one image each: process 0 alone writes the weights and the message."""
+    out = tmp_path / "pre"
+    sets = [a for item in [*FAST, "collect_iters=2"] for a in ("--set", item)]
+    result = torchrun("-m", "gan2shape", "pretrain", *files["images"], "--latent",
+                      *files["latents"], "--gan", files["gan"], "--preset", "tiny",
+                      "--out", out, "--quiet", *sets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("on 2 processes") == 1
+    nets = build_networks(64, STYLE_DIM, nf=16, enc_nf=8)
+    load_networks(nets, torch.load(out / "gan2shape_pretrain.pth", map_location="cpu"))
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "gan2shape_pretrain.pth"]
+
+
 @pytest.mark.parametrize("n", [1, 3])
 def test_cycle_visits_every_index_once_per_pass(n):
     from gan2shape.recon.pretrain import Cycle

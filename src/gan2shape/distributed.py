@@ -4,7 +4,8 @@ A command started by ``torchrun`` finds ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RAN
 environment (:func:`from_environment`). Each process takes one GPU, ``cuda:<LOCAL_RANK>``
 (:func:`process_device`). Commands over many images split the images between the processes
 and need nothing more (:meth:`Group.shard`); training joins the process group (:func:`joined`:
-NCCL on GPUs, Gloo on CPUs) and averages gradients with DistributedDataParallel. Started
+NCCL on GPUs, Gloo on CPUs) and averages gradients: with DistributedDataParallel in
+``train-gan``, with :meth:`Group.average_gradients` in joint pre-training. Started
 without torchrun, a command is a group of one and nothing here talks to anyone.
 
     torchrun --nproc_per_node 4 -m gan2shape reconstruct ...        # one machine, 4 GPUs
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -68,6 +69,37 @@ class Group:
         t = torch.tensor([float(flag)], device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
+
+    def broadcast(self, value: Any) -> Any:
+        """Process 0's ``value`` (picklable) on every process."""
+        if not self.distributed:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def broadcast_modules(self, modules: Iterable[torch.nn.Module]) -> None:
+        """Overwrite every process's parameters and buffers with process 0's."""
+        if not self.distributed:
+            return
+        with torch.no_grad():
+            for module in modules:
+                for tensor in (*module.parameters(), *module.buffers()):
+                    dist.broadcast(tensor, src=0)
+
+    def average_gradients(self, parameters: Sequence[torch.nn.Parameter]) -> None:
+        """Replace each parameter's gradient by its mean over the processes, in one
+        all-reduce of the flattened gradients. A missing gradient counts as zero (the
+        processes train the same parameters, so this only happens to unused ones)."""
+        if not self.distributed:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        for p, mean in zip(parameters, flat.split([p.numel() for p in parameters]),
+                           strict=True):
+            p.grad = mean.view_as(p)
 
 
 SINGLE = Group()  # a run of one process

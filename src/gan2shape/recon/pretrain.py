@@ -3,26 +3,36 @@
 As in the release's joint mode, each iteration of a step takes the next image of a
 shuffled cycle: Step 1 on that image, then the Step-1 factors of every image are frozen
 (the material of its pseudo samples), Step 2 on the next image's pseudo samples, the
-collection spread over the images (``collect_iters`` >= number of images), and Step 3 on
+collection spread evenly over the images (``collect_iters`` >= number of images), Step 3 on
 the next image with a random batch of its own projected samples. The weights are never
 reset; the result is a GAN2Shape weight file that ``reconstruct --pretrained`` starts from.
+
+Under torchrun (a :class:`~gan2shape.distributed.Group`), each process holds its share of
+the images and cycles over it; every step averages the processes' gradients, so a step
+learns from one image per process, and the collection is split between the processes.
+(DistributedDataParallel does not fit here: Step 3 runs the view and light networks twice
+before one backward pass, and the trained networks change from step to step.) Process 0
+fits the shape prior, writes the checkpoint and gives its weights to the others, so the
+processes need no shared disk.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from ..distributed import SINGLE, Group
 from ..errors import UserError
 from ..fileio import load_torch, save_torch
 from . import priors, steps
 from .reconstructor import Reconstructor, _config_digest, stage_plan
 
 PRIOR_BATCH = 16  # images the depth network is fitted to the shape prior on, at once
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 class Cycle:
@@ -44,52 +54,70 @@ def release_weights(rec: Reconstructor) -> dict[str, dict]:
 
 
 def pretrain(rec: Reconstructor, targets: list[steps.Target],
-             checkpoint: str | os.PathLike | None = None) -> dict[str, dict]:
+             checkpoint: str | os.PathLike | None = None,
+             group: Group = SINGLE) -> dict[str, dict]:
     """Train the shared networks of ``rec`` jointly on targets; returns the weights.
 
-    checkpoint: a file written after the shape prior and after each stage; a later call
-    with the same file, configuration and number of images resumes after the last stage.
+    targets: this process's share of the images. checkpoint: a file (process 0's) written
+    after the shape prior and after each stage; a later call with the same file,
+    configuration and number of images resumes after the last stage, with any number of
+    processes.
     """
     cfg = rec.cfg
-    n = len(targets)
-    if n == 0:
-        raise UserError("joint pre-training needs at least one image")
-    if cfg.collect_iters < n:
+    sizes = group.gather(len(targets))
+    n = sum(sizes)
+    if min(sizes) == 0:
+        raise UserError(f"joint pre-training needs at least one image per process: {n} "
+                        f"images for {group.world_size} processes")
+    collect_iters = math.ceil(cfg.collect_iters / group.world_size)
+    if collect_iters < max(sizes):
         raise UserError(f"collect_iters ({cfg.collect_iters}) must be at least the number of "
                         f"images ({n}) so that every image gets projected samples")
-    torch.manual_seed(cfg.seed)
     plan = stage_plan(cfg)
     key = f"{_config_digest(cfg)}:{n}"
-    done = _resume(rec, checkpoint, key)
+    done = group.broadcast(_resume(rec, checkpoint, key) if group.is_main else None)
     if done is None:
-        if rec.needs_prior:
+        torch.manual_seed(_stage_seed(cfg.seed, 0, 0))
+        if rec.needs_prior and group.is_main:
             _fit_prior(rec, targets[:PRIOR_BATCH])
         done = 0
-        _save(rec, checkpoint, key, 0)
-    cycle = Cycle(n)
+        if group.is_main:
+            _save(rec, checkpoint, key, 0)
+    group.broadcast_modules(rec.nets.values())
     for s in range(done, len(plan)):
-        joint_stage(rec, targets, plan[s], cycle, f"joint stage {s + 1}/{len(plan)}")
-        _save(rec, checkpoint, key, s + 1)
+        # Each stage seeded per process, with a fresh cycle: a resumed run draws what an
+        # unbroken one would.
+        torch.manual_seed(_stage_seed(cfg.seed, s, group.rank))
+        joint_stage(rec, targets, plan[s], Cycle(len(targets)),
+                    f"joint stage {s + 1}/{len(plan)}", collect_iters, group)
+        if group.is_main:
+            _save(rec, checkpoint, key, s + 1)
     return release_weights(rec)
 
 
+def _stage_seed(seed: int, stage: int, rank: int) -> int:
+    return seed + 1_000_003 * stage + 7919 * rank
+
+
 def joint_stage(rec: Reconstructor, targets: list[steps.Target], stage, cycle: Cycle,
-                desc: str) -> None:
-    """Steps 1, 2 (+ collection) and 3 of one stage, cycling over the targets."""
+                desc: str, collect_iters: int, group: Group = SINGLE) -> None:
+    """Steps 1, 2 (+ ``collect_iters`` collections) and 3 of one stage, cycling over the
+    targets; each step's gradients averaged over ``group``."""
     cfg, ctx = rec.cfg, rec.ctx
     rec._train(steps.STEP1_NETS, stage.step1, f"{desc} step 1",
-               lambda: steps.step1_loss(ctx, targets[cycle.next()], stage.flip1))
+               lambda: steps.step1_loss(ctx, targets[cycle.next()], stage.flip1), group)
     canons = [steps.canon_of(ctx, t) for t in targets]
 
     def step2() -> torch.Tensor:
         i = cycle.next()
         return steps.step2_loss(ctx, targets[i], canons[i])
 
-    rec._train(steps.STEP2_NETS, stage.step2, f"{desc} step 2", step2)
+    rec._train(steps.STEP2_NETS, stage.step2, f"{desc} step 2", step2, group)
     collected: list[list[steps.Samples]] = [[] for _ in targets]
-    for _ in tqdm(range(cfg.collect_iters), desc=f"{desc} collect", leave=False,
+    # Round robin, not the cycle: every image gets collect_iters / n batches.
+    for k in tqdm(range(collect_iters), desc=f"{desc} collect", leave=False,
                   disable=not rec.progress):
-        i = cycle.next()
+        i = k % len(targets)
         collected[i].append(steps.collect(ctx, targets[i], canons[i], 1))
     cyclers = [steps.SampleCycler(steps.Samples.cat(cs), cfg.batchsize) for cs in collected]
 
@@ -97,7 +125,7 @@ def joint_stage(rec: Reconstructor, targets: list[steps.Target], stage, cycle: C
         i = cycle.next()
         return steps.step3_loss(ctx, targets[i], cyclers[i].next(), stage.flip3)
 
-    rec._train(steps.STEP3_NETS, stage.step3, f"{desc} step 3", step3)
+    rec._train(steps.STEP3_NETS, stage.step3, f"{desc} step 3", step3, group)
 
 
 def _fit_prior(rec: Reconstructor, targets: list[steps.Target]) -> None:
@@ -117,7 +145,7 @@ def _fit_prior(rec: Reconstructor, targets: list[steps.Target]) -> None:
 def _save(rec: Reconstructor, path, key: str, stages_done: int) -> None:
     if path is not None:
         save_torch({"version": CHECKPOINT_VERSION, "key": key, "stages_done": stages_done,
-                    "nets": release_weights(rec), "rng": torch.get_rng_state()}, path)
+                    "nets": release_weights(rec)}, path)
 
 
 def _resume(rec: Reconstructor, path, key: str) -> int | None:
@@ -129,5 +157,4 @@ def _resume(rec: Reconstructor, path, key: str) -> int | None:
         return None
     for k, net in rec.nets.items():
         net.load_state_dict(state["nets"][k])
-    torch.set_rng_state(state["rng"])
     return int(state["stages_done"])

@@ -3,7 +3,9 @@
 Takes the same inputs as ``gan2shape reconstruct`` and writes ``<out>/gan2shape_pretrain.pth``
 (the release's GAN2Shape weight layout: netD, netA, netV, netL, netEnc) for
 ``reconstruct --pretrained``, and ``<out>/config.yaml``. An interrupted run resumes from
-``<out>/checkpoint.pt`` after its last finished stage.
+``<out>/checkpoint.pt`` after its last finished stage. Under torchrun the processes share
+the images and average their gradients (``torchrun --nproc_per_node 4 -m gan2shape pretrain
+...``); each step then learns from one image per process.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..config import save_config
-from ..distributed import from_environment
+from ..distributed import from_environment, joined
 from ..errors import UserError
 from ..fileio import save_torch
 from .command import add_input_arguments, load_inputs, prepare
@@ -31,29 +33,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    """Pre-train on every image. Under torchrun, process r of w holds images r, r + w, ...
+    and the processes average their gradients at every step (:mod:`.pretrain`)."""
     from .pretrain import pretrain
     from .reconstructor import Reconstructor
 
-    if from_environment().distributed:
-        raise UserError("pretrain runs as one process (its images share one set of weights "
-                        "and one cycle); start it without torchrun")
-    cfg, jobs, device, gan, latents = prepare(args)
+    group = from_environment()
+    cfg, jobs, device, gan, latents = prepare(args, group)
     weights = args.out / WEIGHTS_NAME
     if weights.is_file():
         print(f"gan2shape pretrain: {weights} already exists; nothing to do")
         return 0
-    args.out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, args.out / "config.yaml")
+    if len(jobs) < group.world_size:
+        raise UserError(f"{len(jobs)} images for {group.world_size} processes: joint "
+                        "pre-training needs at least one image per process")
+    if group.is_main:
+        args.out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, args.out / "config.yaml")
     rec = Reconstructor(gan, cfg, pretrained=args.pretrained, device=device,
-                        progress=not args.quiet)
+                        progress=not args.quiet and group.is_main)
     targets = []
-    for job, latent in tqdm(list(zip(jobs, latents, strict=True)), desc="loading images",
-                            disable=args.quiet, leave=False):
+    mine = group.shard(list(zip(jobs, latents, strict=True)))
+    for job, latent in tqdm(mine, desc="loading images", disable=args.quiet or not group.is_main,
+                            leave=False):
         image, latent, mask, _ = load_inputs(job, latent, gan, device, cfg)
         targets.append(rec.target(image, latent, mask, job.name))
     checkpoint = args.out / CHECKPOINT_NAME
-    save_torch(pretrain(rec, targets, checkpoint), weights)
-    if checkpoint.exists():
-        os.remove(checkpoint)
-    print(f"gan2shape pretrain: weights of {len(targets)} images -> {weights}")
+    with joined(group, device):
+        result = pretrain(rec, targets, checkpoint, group)
+    if group.is_main:
+        save_torch(result, weights)
+        if checkpoint.exists():
+            os.remove(checkpoint)
+        where = f" on {group.world_size} processes" if group.distributed else ""
+        print(f"gan2shape pretrain: weights of {len(jobs)} images{where} -> {weights}")
     return 0

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from .. import export
+from ..distributed import SINGLE, Group
 from ..errors import UserError
 from ..fileio import load_torch, save_json, save_torch
 from ..render import normals_from_depth, warp_canon_depth
@@ -326,16 +327,21 @@ class Reconstructor:
         return last
 
     def _train(self, names: tuple[str, ...], iters: int, desc: str,
-               loss_fn: Callable[[], torch.Tensor]) -> float:
+               loss_fn: Callable[[], torch.Tensor], group: Group = SINGLE) -> float:
         """``iters`` Adam steps of the named networks on ``loss_fn`` (a fresh optimiser per
-        step, as the release makes one at every switch of step). Returns the last loss."""
+        step, as the release makes one at every switch of step). Returns the last loss.
+
+        group: processes that train the same networks on different images; each step
+        averages their gradients (joint pre-training under torchrun)."""
         optimizer = steps.make_optimizer(self.nets, names, self.cfg)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
         value = float("nan")
         with tqdm(total=iters, desc=desc, leave=False, disable=not self.progress) as bar:
             for _ in range(iters):
                 loss = loss_fn()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                group.average_gradients(params)
                 optimizer.step()
                 value = loss.item()
                 if value != value:  # NaN: stop with a clear message instead of garbage
