@@ -55,7 +55,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--images", type=int, default=4, help="images to reconstruct")
     p.add_argument("--gan", default=None, help="StyleGAN2 checkpoint (default: the embedded)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--jobs", default=",".join(JOBS), help="comma-separated subset of " + ", ".join(JOBS))
+    p.add_argument("--jobs", default=",".join(JOBS),
+                   help="comma-separated subset of " + ", ".join(JOBS))
     return p.parse_args()
 
 
