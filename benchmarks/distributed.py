@@ -1,7 +1,8 @@
 """torchrun scaling: the same job as one process and as several, timed side by side.
 
     python benchmarks/distributed.py [--processes 2] [--threads 2] [--repeats 2]
-        [--train-iters 60] [--images 4] [--gan CKPT] [--jobs train-gan,reconstruct,pretrain]
+        [--train-iters 60] [--images 4] [--steps 30] [--gan CKPT]
+        [--jobs train-gan,reconstruct,pretrain]
 
 Three jobs, each run alternately as one process with ``--threads`` torch threads and as
 ``--processes`` torchrun processes with ``threads / processes`` threads each (the same
@@ -11,7 +12,7 @@ cores), ``--repeats`` times; the wall time of each run is measured around the wh
 - train-gan: the embedded model's widths, global batch 16, ``--train-iters`` iterations on
   procedural data (``make-data``), DistributedDataParallel over Gloo;
 - reconstruct: ``--images`` GAN samples of the embedded model with the demo preset on a
-  short schedule, split between the processes;
+  short schedule (``--steps`` iterations of each step), split between the processes;
 - pretrain: joint pre-training on the same samples and schedule. Each step of P processes
   learns from P images at once (averaged gradients), so their run gets 1/P of the steps:
   both runs make the same number of image-steps, the P processes in P times fewer, larger
@@ -36,9 +37,6 @@ from pathlib import Path
 from gan2shape import embedded
 
 JOBS = ("train-gan", "reconstruct", "pretrain")
-STEPS = 30  # iterations of each step of the short schedule
-
-
 def short_schedule(steps: int, collect_iters: int) -> list[str]:
     """``--set`` arguments: one stage of ``steps`` iterations per step."""
     settings = ["num_stage=1", f"stage_len_dict={{step1: {steps}, step2: {steps}, "
@@ -53,6 +51,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--train-iters", type=int, default=60)
     p.add_argument("--images", type=int, default=4, help="images to reconstruct")
+    p.add_argument("--steps", type=int, default=30,
+                   help="iterations of each step of the short schedule")
     p.add_argument("--gan", default=None, help="StyleGAN2 checkpoint (default: the embedded)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--jobs", default=",".join(JOBS),
@@ -100,7 +100,7 @@ def main() -> int:
     args = parse_args()
     jobs = args.jobs.split(",")
     if args.processes < 2 or min(args.threads, args.repeats, args.train_iters,
-                                 args.images) < 1:
+                                 args.images, args.steps) < 1:
         raise SystemExit("--processes must be >= 2 (it is compared with one), other counts >= 1")
     if not set(jobs) <= set(JOBS):
         raise SystemExit(f"--jobs: choose from {', '.join(JOBS)}")
@@ -126,19 +126,19 @@ def main() -> int:
         def recon_argv(out: Path, processes: int) -> list[str]:
             return ["reconstruct", *map(str, images), "--latent", *map(str, latents),
                     "--gan", gan, "--preset", "demo", "--out", str(out / "rec"), "--quiet",
-                    "--device", args.device, *short_schedule(STEPS, 2)]
+                    "--device", args.device, *short_schedule(args.steps, 2)]
 
         def pretrain_argv(out: Path, processes: int) -> list[str]:
             return ["pretrain", *map(str, images), "--latent", *map(str, latents),
                     "--gan", gan, "--preset", "demo", "--out", str(out / "pre"), "--quiet",
                     "--device", args.device,
-                    *short_schedule(STEPS // processes, 2 * args.images)]
+                    *short_schedule(args.steps // processes, 2 * args.images)]
 
         print(f"torchrun scaling on {args.device}: {args.processes} processes vs 1, "
               f"{args.threads} threads in all, {args.repeats} repeats", flush=True)
         runs = {"train-gan": (train_argv, args.train_iters * 16, "images"),
                 "reconstruct": (recon_argv, args.images, "images"),
-                "pretrain": (pretrain_argv, 3 * STEPS, "image-steps")}
+                "pretrain": (pretrain_argv, 3 * args.steps, "image-steps")}
         for job in jobs:
             side_by_side(job, args, *runs[job])
     return 0

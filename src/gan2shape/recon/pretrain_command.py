@@ -40,26 +40,27 @@ def run(args) -> int:
 
     group = from_environment()
     cfg, jobs, device, gan, latents = prepare(args, group)
-    weights = args.out / WEIGHTS_NAME
-    if weights.is_file():
-        print(f"gan2shape pretrain: {weights} already exists; nothing to do")
-        return 0
     if len(jobs) < group.world_size:
         raise UserError(f"{len(jobs)} images for {group.world_size} processes: joint "
                         "pre-training needs at least one image per process")
-    if group.is_main:
-        args.out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, args.out / "config.yaml")
-    rec = Reconstructor(gan, cfg, pretrained=args.pretrained, device=device,
-                        progress=not args.quiet and group.is_main)
-    targets = []
-    mine = group.shard(list(zip(jobs, latents, strict=True)))
-    for job, latent in tqdm(mine, desc="loading images", disable=args.quiet or not group.is_main,
-                            leave=False):
-        image, latent, mask, _ = load_inputs(job, latent, gan, device, cfg)
-        targets.append(rec.target(image, latent, mask, job.name))
-    checkpoint = args.out / CHECKPOINT_NAME
+    weights = args.out / WEIGHTS_NAME
     with joined(group, device):
+        if group.broadcast(weights.is_file()):  # process 0's disk decides
+            if group.is_main:
+                print(f"gan2shape pretrain: {weights} already exists; nothing to do")
+            return 0
+        if group.is_main:
+            args.out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, args.out / "config.yaml")
+        rec = Reconstructor(gan, cfg, pretrained=args.pretrained, device=device,
+                            progress=not args.quiet and group.is_main)
+        targets = []
+        mine = group.shard(list(zip(jobs, latents, strict=True)))
+        for job, latent in tqdm(mine, desc="loading images", leave=False,
+                                disable=args.quiet or not group.is_main):
+            image, latent, mask, _ = load_inputs(job, latent, gan, device, cfg)
+            targets.append(rec.target(image, latent, mask, job.name))
+        checkpoint = args.out / CHECKPOINT_NAME
         result = pretrain(rec, targets, checkpoint, group)
     if group.is_main:
         save_torch(result, weights)
