@@ -37,6 +37,8 @@ from pathlib import Path
 from gan2shape import embedded
 
 JOBS = ("train-gan", "reconstruct", "pretrain")
+
+
 def short_schedule(steps: int, collect_iters: int) -> list[str]:
     """``--set`` arguments: one stage of ``steps`` iterations per step."""
     settings = ["num_stage=1", f"stage_len_dict={{step1: {steps}, step2: {steps}, "
