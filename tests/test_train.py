@@ -173,3 +173,29 @@ def test_command_line_run_outputs_and_refuses_to_overwrite(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     assert cli.main(args(3, "--resume")) == 0
     assert torch.load(out / "checkpoint.pt", weights_only=False)["iteration"] == 3
+    assert "iteration 3 of 3" in capsys.readouterr().out
+    assert cli.main(args(4, "--resume", "--minutes", "0")) == 2
+    assert "--minutes must be positive" in capsys.readouterr().err
+
+
+def test_a_time_limit_stops_with_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
+    import gan2shape.gan.train as train_module
+
+    clock = {"now": 0.0}  # each training step takes one minute of this clock
+    step = Trainer.step
+
+    def timed_step(self):
+        clock["now"] += 60.0
+        return step(self)
+
+    monkeypatch.setattr(train_module.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(Trainer, "step", timed_step)
+    cfg, data = tiny_config(iters=6), procedural_set(16)
+    stopped = train(cfg, data, tmp_path / "split", progress=False, minutes=2.5)
+    assert stopped.iteration == 3  # steps start at minutes 0, 1 and 2
+    saved = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)
+    assert saved["iteration"] == 3
+    resumed = train(cfg, data, tmp_path / "split", resume=True, progress=False)
+    straight = train(cfg, data, tmp_path / "straight", progress=False)
+    assert resumed.iteration == 6
+    _assert_same(_state(straight), _state(resumed))

@@ -398,7 +398,7 @@ class _StopFlag:
 
 def train(
     cfg: TrainConfig, images: torch.Tensor, out_dir: str | Path, resume: bool = False,
-    progress: bool = True, group: Group = SINGLE,
+    progress: bool = True, group: Group = SINGLE, minutes: float | None = None,
 ) -> Trainer:
     """Train until ``cfg.iters`` iterations, checkpointing into ``out_dir``.
 
@@ -406,7 +406,8 @@ def train(
     ``out_dir/checkpoint.pt`` (networks, optimisers, iteration and RNG state), so a run
     that is stopped and resumed gives the same networks as one that never stopped (with the
     same number of processes). group: the torchrun processes, whose group is joined;
-    process 0 writes every file.
+    process 0 writes every file. minutes: stop at the first iteration after this much time
+    (a job's time limit), with a checkpoint to resume from.
     """
     from tqdm import tqdm
 
@@ -422,6 +423,7 @@ def train(
         _truncate_log(log_path, trainer.iteration)
 
     last_ckpt_time = time.monotonic()
+    deadline = None if minutes is None else last_ckpt_time + minutes * 60
     last_ckpt_iter = trainer.iteration
     window_start, window_iters = time.monotonic(), 0
     bar = tqdm(
@@ -431,7 +433,10 @@ def train(
     with _StopFlag() as flag:
         # torchrun signals every process, not necessarily between the same iterations:
         # they agree on stopping (and on checkpointing) before each step.
-        while trainer.iteration < cfg.iters and not group.any(flag.stop, cfg.device):
+        while trainer.iteration < cfg.iters:
+            out_of_time = deadline is not None and time.monotonic() >= deadline
+            if group.any(flag.stop or out_of_time, cfg.device):
+                break
             stats = trainer.step()
             window_iters += 1
             it = trainer.iteration
@@ -493,6 +498,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     length.add_argument("--kimg", type=float, help="train until this many thousand images")
     length.add_argument("--iters", type=int, help="train until this iteration")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="stop after this many minutes, checkpointed (--resume continues)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                         help="bf16 autocast (default: on for CUDA with bf16 and CPUs with AMX)")
@@ -536,6 +543,8 @@ def config_from_args(args: argparse.Namespace, group: Group = SINGLE) -> TrainCo
     device = str(process_device(group, resolve_device(args.device)))
     if args.batch < 1:
         raise UserError("--batch must be positive")
+    if args.minutes is not None and args.minutes <= 0:
+        raise UserError("--minutes must be positive")
     if args.iters is not None:
         iters = args.iters
     elif args.kimg is not None:
@@ -577,7 +586,9 @@ def run(args: argparse.Namespace) -> int:
               f"{cfg.device}{processes}")
     with joined(group, torch.device(cfg.device)):
         trainer = train(cfg, images, out_dir, resume=args.resume, progress=not args.quiet,
-                        group=group)
+                        group=group, minutes=args.minutes)
     if group.is_main:
-        print(f"train-gan: iteration {trainer.iteration}, checkpoint {ckpt_path}")
+        left = "" if trainer.iteration >= cfg.iters else " (--resume continues)"
+        print(f"train-gan: iteration {trainer.iteration} of {cfg.iters}, checkpoint "
+              f"{ckpt_path}{left}")
     return 0
