@@ -219,6 +219,15 @@ def test_residual_prior_mode_starts_exactly_at_the_ellipsoid(gan, sample, monkey
     assert torch.isfinite(result.depth).all()
 
 
+def test_residual_prior_mode_refuses_a_second_prior_fit(gan, sample):
+    from gan2shape.errors import UserError
+
+    rec = make_reconstructor(gan, "prior_mode=residual")
+    target = rec.target(*sample)
+    with pytest.raises(UserError, match="twice"):
+        rec.fit_prior(target)
+
+
 def test_residual_prior_mode_refuses_pretrained_depth(gan):
     from gan2shape.errors import UserError
     from gan2shape.recon.networks import build_networks

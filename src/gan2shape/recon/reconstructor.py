@@ -290,6 +290,9 @@ class Reconstructor:
     def fit_prior(self, target: steps.Target, name: str = "image") -> float:
         """Fit the depth network to the ellipsoid prior placed on the target's mask."""
         cfg = self.cfg
+        if target.depth_offset is not None:
+            raise UserError("prior_mode residual: the depth already starts at the prior (the "
+                            "target's depth offset); fitting it as well would add it twice")
         prior = self.shape_prior(target.mask)
         bar = tqdm(total=cfg.prior_iters, desc=f"{name} shape prior", leave=False,
                    disable=not self.progress)
