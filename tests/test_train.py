@@ -165,7 +165,7 @@ def test_command_line_run_outputs_and_refuses_to_overwrite(tmp_path, capsys):
                 "--channels", "32x32x16", "--batch", "4", "--iters", str(iters), "--quiet",
                 "--sample-every", "1", "--log-every", "1", "--no-bf16", *extra]
 
-    assert cli.main(args(2)) == 0
+    assert cli.main(args(2, "--resume")) == 0  # nothing to resume: a fresh run
     assert (out / "checkpoint.pt").is_file() and (out / "options.json").is_file()
     assert (out / "samples" / "0000001.png").is_file()
     assert len((out / "losses.jsonl").read_text().splitlines()) == 2
