@@ -2,7 +2,7 @@
 embedded model's held-out test faces, where the truth is known.
 
     python benchmarks/projection.py [--images 8] [--gan CKPT] [--preset demo] [--set KEY=VALUE ...]
-        [--samples 16] [--invert-steps 300] [--fit-steps 200] [--threads 1]
+        [--samples 16] [--invert-steps 300] [--fit-steps 200] [--true-light] [--threads 1]
 
 GAN2Shape learns shape only from how the GAN changes a pseudo sample when it projects it:
 the pseudo sample shows the current (prior) shape under a new light, and a GAN that knows
@@ -24,6 +24,9 @@ and the information ratio (pseudo - projected) / (pseudo - best fit), of the mea
 faces (and per face): 1 when projection lands on the GAN's best explanation of the truth, 0
 when it adds nothing, below 0 when it moves the samples away from the truth. A better GAN
 (training, size) should raise it; "optimised" tells the encoder's share from the GAN's.
+``--true-light`` gives Step 1 each face's true light instead of the light network's
+estimate (the prior's mean at the start): how much of the pseudo samples' error is the
+input's light.
 """
 
 from __future__ import annotations
@@ -61,8 +64,21 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--invert-steps", type=int, default=300)
     p.add_argument("--fit-steps", type=int, default=200,
                    help="W optimisation steps of the GAN's best fit of each truth")
+    p.add_argument("--true-light", action="store_true",
+                   help="Step 1 lights the input with its true light")
     p.add_argument("--threads", type=int, default=1)
     return p.parse_args()
+
+
+class FixedOutput(torch.nn.Module):
+    """A network that answers every batch with one output row (1, C)."""
+
+    def __init__(self, row: torch.Tensor):
+        super().__init__()
+        self.register_buffer("row", row)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.row.expand(images.shape[0], -1)
 
 
 def masked_error(images: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> float:
@@ -90,6 +106,11 @@ def measure_face(gan, cfg, index: int, args) -> dict[str, float]:
     target = rec.target(image, latent)
     if rec.needs_prior:
         rec.fit_prior(target)
+    if args.true_light:
+        raw = scene["light_raw"][:1]
+        if ctx.light_mean is not None:  # the light network's output is added to it
+            raw = raw - ctx.light_mean.view(1, 4)
+        ctx.nets["netL"] = FixedOutput(raw)
     rec._train(steps.STEP1_NETS, stage.step1, "step 1",
                lambda: steps.step1_loss(ctx, target, stage.flip1))
     canon = steps.canon_of(ctx, target)
@@ -133,7 +154,8 @@ def main() -> int:
         tqdm.write(f"test{index:04d}: pseudo {r['pseudo']:.4f} projected {r['projected']:.4f} "
                    f"optimised {r['optimised']:.4f} best fit {r['best fit']:.4f} "
                    f"ratio {r['ratio']:+.2f}")
-    print(f"GAN {gan_path}, preset {args.preset} {' '.join(args.overrides)}, "
+    light = ", true input light" if args.true_light else ""
+    print(f"GAN {gan_path}, preset {args.preset} {' '.join(args.overrides)}{light}, "
           f"{args.samples} relit pseudo samples per face, {args.images} faces, "
           f"{time.perf_counter() - start:.0f} s")
     means = {}

@@ -41,3 +41,23 @@ def test_end_to_end_tiny_schedule():
     for key in ("pseudo", "projected", "optimised", "best fit"):
         assert f"  {key}" in out
     assert "information ratio of the means, optimised" in out
+
+
+def test_true_light_lights_the_input_with_the_scene_light(bench):
+    from gan2shape.recon import factors
+
+    mean = torch.tensor([0.1, -0.2, 0.3, 0.05])
+    true_raw = torch.tensor([[-0.2, 0.4, 0.15, 0.03]])
+    net = bench.FixedOutput(true_raw - mean.view(1, 4))
+    light = factors.light_from_raw(net(torch.zeros(2, 3, 8, 8)), mean)
+    expected = factors.light_from_raw(true_raw)
+    assert torch.allclose(light.ambient, expected.ambient.expand(2))
+    assert torch.allclose(light.direction, expected.direction.expand(2, -1))
+
+
+def test_end_to_end_with_the_true_light():
+    cmd = [sys.executable, str(SCRIPT), "--images", "1", "--samples", "2", "--invert-steps",
+           "2", "--fit-steps", "2", "--true-light",
+           "--set", "stage_len_dict={step1: 1, step2: 1, step3: 1}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert "true input light" in out
