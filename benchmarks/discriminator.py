@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from gan2shape import embedded, heldout
 from gan2shape.config import load_config
-from gan2shape.errors import UserError
+from gan2shape.errors import UserError, run_script
 from gan2shape.gan import load_stylegan2
 from gan2shape.recon import Reconstructor, factors
 from gan2shape.recon.priors import ellipsoid_prior, sample_random_light
@@ -138,7 +138,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except UserError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    run_script(main)

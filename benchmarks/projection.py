@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from gan2shape import embedded, heldout
 from gan2shape.config import load_config
-from gan2shape.errors import UserError
+from gan2shape.errors import UserError, run_script
 from gan2shape.gan import load_stylegan2
 from gan2shape.gan.invert import PoorFitWarning, invert, latent_for_image
 from gan2shape.recon import Reconstructor, SequenceSpec, steps
@@ -171,7 +171,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except UserError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    run_script(main)

@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from gan2shape import embedded, heldout
 from gan2shape.config import load_config, save_config
-from gan2shape.errors import UserError
+from gan2shape.errors import UserError, run_script
 from gan2shape.fileio import atomic_path, load_torch, save_json, save_text
 from gan2shape.recon import Reconstructor, SequenceSpec
 
@@ -288,7 +288,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except UserError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    run_script(main)

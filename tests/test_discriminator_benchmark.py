@@ -56,3 +56,10 @@ def test_end_to_end_tiny_run():
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     assert "2 relightings per depth, 2 faces" in out
     assert "the truth scores highest on the line on" in out
+
+
+def test_bad_arguments_exit_2_with_one_line():
+    cmd = [sys.executable, str(SCRIPT), "--images", "0"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: --images") and "\n" not in done.stderr.strip()
