@@ -89,7 +89,7 @@ class ReconConfig:
     view_scale: float = 1.2
     # False: pseudo samples keep the input's view and only change the light (relighting).
     # With a perfect projection (benchmarks/synthetic.py --oracle) new views hurt at 64 px:
-    # the 2.5D depth stretches the turned-away rim, and Step 3 bends the depth to explain it.
+    # Step 3 bends the depth from the head's rim inwards (README; the cause is open).
     pseudo_views: bool = True
     # Each projected sample's view and light in Step 3: "predicted" by the view and light
     # networks from the projected image (the release's), or "rendered": the pseudo sample's
