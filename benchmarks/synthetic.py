@@ -17,7 +17,9 @@ as mean and sample standard deviation over the faces, for:
 - with ``--oracle``, "perfect GAN": GAN2Shape whose projection of every pseudo sample is the
   true face under that sample's view and light (``heldout.truth_projector``): what the
   reconstruction makes of perfect projected samples, an upper bound that separates the
-  GAN's share of the error from the reconstruction's;
+  GAN's share of the error from the reconstruction's; and "perfect GAN and light": the same
+  with the input's true light instead of the light network's estimate (``Reconstructor.fit``
+  ``light``), which separates the light estimate's share;
 
 and the per-image wall time of the two learned methods (GAN2Shape's includes the inversion).
 
@@ -48,11 +50,11 @@ from gan2shape import embedded, heldout
 from gan2shape.config import load_config, save_config
 from gan2shape.errors import UserError, run_script
 from gan2shape.fileio import atomic_path, load_torch, save_json, save_text
-from gan2shape.recon import Reconstructor, SequenceSpec
+from gan2shape.recon import Reconstructor, SequenceSpec, factors
 
 LEARNED = ("no GAN", "GAN2Shape")
 METHODS = (*heldout.BASELINES, *LEARNED)
-ORACLE = "perfect GAN"
+ORACLES = ("perfect GAN", "perfect GAN and light")
 BASELINE_IMAGES = 20  # other test faces averaged for the average-depth baseline (as the demo)
 # The result's rotation / relighting sequences are not scored: one frame each keeps their cost
 # out of the timings.
@@ -77,7 +79,8 @@ def parse_args() -> argparse.Namespace:
                    help="StyleGAN2 checkpoint (default: a snapshot of the embedded model)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--oracle", action="store_true",
-                   help=f"also run '{ORACLE}': the true face as every projected sample")
+                   help="also run the perfect GAN (the true face as every projected sample), "
+                   "with the estimated and with the true input light")
     p.add_argument("--report", action="store_true", help="only tabulate the finished faces")
     return p.parse_args()
 
@@ -192,15 +195,19 @@ class Bench:
             seconds["GAN2Shape"] = time.perf_counter() - start + seconds["inversion"]
             scores["GAN2Shape"] = {k: result.metrics[k] for k in ("SIDE", "MAD_deg")}
             save_json(record, path)
-        if self.oracle and ORACLE not in scores:
-            bar.set_postfix_str(f"test{index:04d} {ORACLE}")
+        for name in ORACLES if self.oracle else ():
+            if name in scores:
+                continue
+            bar.set_postfix_str(f"test{index:04d} {name}")
             oracle = Reconstructor(self.gan, self.cfg, device=self.device, progress=False,
                                    sequences=NO_SEQUENCES,
                                    projector=heldout.truth_projector(scene, self.cfg))
+            light = factors.light_from_raw(scene["light_raw"][:1]) if name == ORACLES[1] \
+                else None
             start = time.perf_counter()
-            result = oracle.fit(image, torch.zeros(1, style_dim), gt_depth=gt)
-            seconds[ORACLE] = time.perf_counter() - start
-            scores[ORACLE] = {k: result.metrics[k] for k in ("SIDE", "MAD_deg")}
+            result = oracle.fit(image, torch.zeros(1, style_dim), gt_depth=gt, light=light)
+            seconds[name] = time.perf_counter() - start
+            scores[name] = {k: result.metrics[k] for k in ("SIDE", "MAD_deg")}
             save_json(record, path)
         return record
 
@@ -227,12 +234,12 @@ def table(records: dict[int, dict], settings: dict, device: str,
     n = len(done)
     rows = ["| depth from | SIDE (x1e-2) | MAD (deg) | wall time / image (s) |",
             "|---|---|---|---|"]
-    oracle = all(ORACLE in r["scores"] for r in done.values())
-    for m in (*METHODS, ORACLE) if oracle else METHODS:
+    oracles = [m for m in ORACLES if all(m in r["scores"] for r in done.values())]
+    for m in (*METHODS, *oracles):
         side = [r["scores"][m]["SIDE"] for r in done.values()]
         mad = [r["scores"][m]["MAD_deg"] for r in done.values()]
         wall = mean_std([r["seconds"][m] for r in done.values()], digits=0) \
-            if m in (*LEARNED, ORACLE) else "-"
+            if m in (*LEARNED, *ORACLES) else "-"
         rows.append(f"| {m} | {mean_std(side, 100, 3)} | {mean_std(mad)} | {wall} |")
     inversion = [r["seconds"]["inversion"] for r in done.values()]
     psnr = [r["inversion_psnr_db"] for r in done.values()]

@@ -325,3 +325,25 @@ def test_interrupted_pretraining_resumes_to_the_uninterrupted_weights(gan, sampl
     for net, state in expected.items():
         for key, value in state.items():
             assert torch.equal(value, resumed[net][key]), f"{net}.{key}"
+
+
+def test_a_known_input_light_replaces_the_light_network(gan, sample):
+    from gan2shape.errors import UserError
+
+    rec = make_reconstructor(gan)
+    image, w = sample
+    known = factors.Light(torch.tensor([0.3]), torch.tensor([0.6]),
+                          factors.light_direction(torch.tensor([[0.4, -0.2]])))
+    result = rec.fit(image, w, light=known)
+    assert result.light["ambient"] == pytest.approx(0.3)
+    assert result.light["diffuse"] == pytest.approx(0.6)
+    assert result.light["direction"] == pytest.approx(known.direction[0].tolist())
+
+    target = rec.target(image, w)
+    target.light = known
+    for net in rec.nets.values():
+        net.zero_grad(set_to_none=True)
+    steps.step3_input_loss(rec.ctx, target).backward()
+    assert all(p.grad is None for p in rec.nets["netL"].parameters())
+    with pytest.raises(UserError, match="known light"):
+        rec.fit(image, w, light=known.repeat(2))

@@ -72,3 +72,18 @@ def test_end_to_end_tiny_schedule_and_resume(tmp_path):
     second = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert (out / "images" / "test0001.json").read_text() == cached  # nothing recomputed
     assert second.stdout == first.stdout
+
+
+def test_oracle_rows_appear_when_every_face_has_them(bench):
+    settings = {"preset": "demo", "overrides": [], "gan": "abc", "invert_steps": 3}
+    records = {i: record(bench, dict.fromkeys(bench.METHODS, 0.01),
+                         dict.fromkeys(bench.METHODS, 10.0), 4) for i in range(2)}
+    perfect, with_light = bench.ORACLES
+    for i, r in records.items():
+        r["scores"][perfect] = {"SIDE": 0.004 * (i + 1), "MAD_deg": 8.0}
+        r["seconds"][perfect] = 3.0
+    records[0]["scores"][with_light] = {"SIDE": 0.001, "MAD_deg": 5.0}
+    records[0]["seconds"][with_light] = 3.0
+    text = bench.table(records, settings, "cpu")
+    assert "| perfect GAN | 0.600 ± 0.283 | 8.00 ± 0.00 | 3 ± 0 |" in text
+    assert with_light not in text  # face 1 has not run it yet

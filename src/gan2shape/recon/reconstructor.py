@@ -254,15 +254,20 @@ class Reconstructor:
 
     def fit(self, image: torch.Tensor, latent: torch.Tensor, mask: torch.Tensor | None = None,
             gt_depth: torch.Tensor | None = None, name: str = "image",
-            checkpoint: str | os.PathLike | None = None) -> ReconResult:
+            checkpoint: str | os.PathLike | None = None,
+            light: factors.Light | None = None) -> ReconResult:
         """Reconstruct one image (see :meth:`target` for the inputs).
 
         gt_depth: optional ground-truth depth (S, S) in the image's view (metric, at
         image_size) for SIDE / MAD. checkpoint: a file for stage checkpoints (resume).
+        light: the input's light if it is known (batch 1), used instead of the light
+        network's estimate for the input (pseudo samples are still lit around it).
         """
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         target = self.target(image, latent, mask, name)
+        if light is not None:
+            target.light = self._known_light(light, name)
         self.reset()
         plan = stage_plan(cfg)
         done = self._resume(checkpoint, name)
@@ -280,6 +285,16 @@ class Reconstructor:
             bar.update(1)
         bar.close()
         return self.result(target, name, gt_depth, history)
+
+    def _known_light(self, light: factors.Light, what: str) -> factors.Light:
+        parts = [torch.as_tensor(x).float().to(self.device)
+                 for x in (light.ambient, light.diffuse, light.direction)]
+        if [tuple(x.shape) for x in parts] != [(1,), (1,), (1, 3)]:
+            raise UserError(f"{what}: a known light needs ambient (1,), diffuse (1,) and "
+                            "direction (1, 3)")
+        for x in parts:
+            _check_finite(x, f"{what}: light")
+        return factors.Light(*parts)
 
     def shape_prior(self, mask: torch.Tensor) -> torch.Tensor:
         """The config's ellipsoid (S, S) placed on mask (1, 1, S, S), on the device."""
@@ -388,7 +403,7 @@ class Reconstructor:
                history: dict[str, float] | None = None) -> ReconResult:
         """The factors the networks now predict for the target, its sequences and metrics."""
         cfg, ctx = self.cfg, self.ctx
-        pred = ctx.predict(target.image, depth_offset=target.depth_offset)
+        pred = ctx.predict(target.image, depth_offset=target.depth_offset, light=target.light)
         f = pred.f
         view_depth, view_mask = warp_canon_depth(f.depth, pred.view, cfg.fov,
                                                  cfg.rot_center_depth, cfg.conventions)

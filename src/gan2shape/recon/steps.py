@@ -42,7 +42,9 @@ class Target:
     GAN's image of ``latent`` brought to the same space (None without GAN samples);
     mask (1, 1, S, S) in [0, 1] or None; origin_size: the side of the image file before
     cropping (for the release's ``crop``); depth_offset (1, S, S): the shape prior in the
-    depth network's raw units, added to its output (``prior_mode: residual``), or None.
+    depth network's raw units, added to its output (``prior_mode: residual``), or None;
+    light: the input's light when it is known (batch 1), used instead of the light
+    network's estimate, or None.
     """
 
     image: torch.Tensor
@@ -51,6 +53,7 @@ class Target:
     mask: torch.Tensor | None = None
     origin_size: int | None = None
     depth_offset: torch.Tensor | None = None
+    light: factors.Light | None = None
 
 
 @dataclass
@@ -197,11 +200,13 @@ class Context:
     # --- factors and rendering ----------------------------------------------------------
 
     def predict(self, image: torch.Tensor, train: Iterable[str] = (), flip: bool = False,
-                depth_offset: torch.Tensor | None = None) -> Prediction:
+                depth_offset: torch.Tensor | None = None,
+                light: factors.Light | None = None) -> Prediction:
         """Factors of image (1, 3, S, S); only networks named in ``train`` record gradients.
 
         flip: append the horizontally flipped depth and albedo as a second explanation
-        (view and light repeated), n = 2. depth_offset: the target's (``Target``).
+        (view and light repeated), n = 2. depth_offset, light: the target's (``Target``);
+        a given light replaces the light network's estimate.
         """
         cfg, train = self.cfg, set(train)
 
@@ -213,7 +218,8 @@ class Context:
                                        cfg.border_depth, depth_offset)
         albedo = run("netA")
         view = self.view_from_raw(run("netV"))
-        light = factors.light_from_raw(run("netL"), self.light_mean)
+        if light is None:
+            light = factors.light_from_raw(run("netL"), self.light_mean)
         if flip:
             depth = torch.cat([depth, depth.flip(2)])
             albedo = torch.cat([albedo, albedo.flip(3)])
@@ -273,7 +279,7 @@ def reconstruction_loss(ctx: Context, image: torch.Tensor, pred: Prediction) -> 
 
 def step1_loss(ctx: Context, target: Target, flip: bool = False) -> torch.Tensor:
     """Step 1: albedo network only; depth, view and light are computed without gradients."""
-    pred = ctx.predict(target.image, STEP1_NETS, flip, target.depth_offset)
+    pred = ctx.predict(target.image, STEP1_NETS, flip, target.depth_offset, target.light)
     return reconstruction_loss(ctx, target.image, pred)
 
 
@@ -282,7 +288,7 @@ def step1_loss(ctx: Context, target: Target, flip: bool = False) -> torch.Tensor
 @torch.no_grad()
 def canon_of(ctx: Context, target: Target) -> Canon:
     """The current factors of the target's image, frozen, with its mask in canonical frame."""
-    pred = ctx.predict(target.image, depth_offset=target.depth_offset)
+    pred = ctx.predict(target.image, depth_offset=target.depth_offset, light=target.light)
     f = pred.f
     if ctx.cfg.use_mask and target.mask is not None:
         # Where each canonical pixel lands in the input view: sample the input mask there.
@@ -374,7 +380,7 @@ class SampleCycler:
 def step3_input_loss(ctx: Context, target: Target, flip: bool = False) -> torch.Tensor:
     """Step 3 without GAN samples: depth, albedo, view and light networks on the Step-1
     loss of the input image alone."""
-    pred = ctx.predict(target.image, STEP3_NETS, flip, target.depth_offset)
+    pred = ctx.predict(target.image, STEP3_NETS, flip, target.depth_offset, target.light)
     return reconstruction_loss(ctx, target.image, pred)
 
 
@@ -385,7 +391,7 @@ def step3_loss(ctx: Context, target: Target, batch: Samples, flip: bool = False
     input's depth and albedo with the sample's own view and light (predicted from it, or
     the ones it was rendered under: ``sample_params``), and the flipped explanation under
     the joint valid mask when ``flip``."""
-    pred = ctx.predict(target.image, STEP3_NETS, flip, target.depth_offset)
+    pred = ctx.predict(target.image, STEP3_NETS, flip, target.depth_offset, target.light)
     loss = reconstruction_loss(ctx, target.image, pred)
 
     images, masks = batch.images, batch.masks
