@@ -67,9 +67,9 @@ def realism(discriminator, image, depth, light, lights, fov) -> torch.Tensor:
     return discriminator(relight(image, depth, light, lights, fov)).mean()
 
 
-def measure_face(gan, cfg, index: int, args) -> dict:
+def measure_face(gan, rec: Reconstructor, index: int, args) -> dict:
+    cfg = rec.cfg
     scene = heldout.heldout_scenes([index])
-    rec = Reconstructor(gan, cfg, device="cpu", progress=False)
     target = rec.target(scene["image"][0], torch.zeros(1, gan.generator.style_dim))
     light = factors.light_from_raw(torch.zeros(1, 4), rec.ctx.light_mean)
     prior = ellipsoid_prior(target.mask[0, 0], cfg.category, cfg.prior_near, cfg.prior_far)[None]
@@ -113,9 +113,10 @@ def main() -> int:
     cfg = load_config("demo", overrides=[
         f"view_mvn_path={embedded.asset_path(embedded.VIEW_PRIOR_FILE)}",
         f"light_mvn_path={embedded.asset_path(embedded.LIGHT_PRIOR_FILE)}"])
+    rec = Reconstructor(gan, cfg, device="cpu", progress=False)
     rows, start = [], time.perf_counter()
     for index in tqdm(range(args.images), desc="test faces", unit="face"):
-        rows.append(measure_face(gan, cfg, index, args))
+        rows.append(measure_face(gan, rec, index, args))
         r = rows[-1]
         tqdm.write(f"test{index:04d}: " + " ".join(f"t={t} {r[t]:+.3f}" for t in LINE)
                    + f" | prior {r['prior']['SIDE'] * 100:.3f}/{r['prior']['MAD_deg']:.2f}"

@@ -44,7 +44,7 @@ from gan2shape.config import load_config
 from gan2shape.errors import UserError, run_script
 from gan2shape.gan import load_stylegan2
 from gan2shape.gan.invert import PoorFitWarning, invert, latent_for_image
-from gan2shape.recon import Reconstructor, SequenceSpec, steps
+from gan2shape.recon import Reconstructor, SequenceSpec, factors, steps
 from gan2shape.recon.reconstructor import stage_plan
 
 # The best fit starts at the face's own latent: a small step and no latent noise keep it in
@@ -70,15 +70,14 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-class FixedOutput(torch.nn.Module):
-    """A network that answers every batch with one output row (1, C)."""
-
-    def __init__(self, row: torch.Tensor):
-        super().__init__()
-        self.register_buffer("row", row)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.row.expand(images.shape[0], -1)
+def face_target(rec: Reconstructor, scene: dict, latent: torch.Tensor,
+                true_light: bool) -> steps.Target:
+    """The face's target; with ``true_light`` its input is lit by the scene's true light
+    instead of the light network's estimate."""
+    target = rec.target(scene["image"][0], latent)
+    if true_light:
+        target.light = factors.light_from_raw(scene["light_raw"][:1])
+    return target
 
 
 def masked_error(images: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> float:
@@ -103,14 +102,9 @@ def measure_face(gan, cfg, index: int, args) -> dict[str, float]:
     rec = Reconstructor(gan, cfg, device="cpu", progress=False, sequences=NO_SEQUENCES)
     ctx, stage = rec.ctx, stage_plan(cfg)[0]
     torch.manual_seed(cfg.seed)
-    target = rec.target(image, latent)
+    target = face_target(rec, scene, latent, args.true_light)
     if rec.needs_prior:
         rec.fit_prior(target)
-    if args.true_light:
-        raw = scene["light_raw"][:1]
-        if ctx.light_mean is not None:  # the light network's output is added to it
-            raw = raw - ctx.light_mean.view(1, 4)
-        ctx.nets["netL"] = FixedOutput(raw)
     rec._train(steps.STEP1_NETS, stage.step1, "step 1",
                lambda: steps.step1_loss(ctx, target, stage.flip1))
     canon = steps.canon_of(ctx, target)

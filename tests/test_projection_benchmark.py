@@ -44,15 +44,25 @@ def test_end_to_end_tiny_schedule():
 
 
 def test_true_light_lights_the_input_with_the_scene_light(bench):
-    from gan2shape.recon import factors
+    from gan2shape import embedded, heldout
+    from gan2shape.config import load_config
+    from gan2shape.gan import load_stylegan2
+    from gan2shape.recon import Reconstructor, factors
 
-    mean = torch.tensor([0.1, -0.2, 0.3, 0.05])
-    true_raw = torch.tensor([[-0.2, 0.4, 0.15, 0.03]])
-    net = bench.FixedOutput(true_raw - mean.view(1, 4))
-    light = factors.light_from_raw(net(torch.zeros(2, 3, 8, 8)), mean)
-    expected = factors.light_from_raw(true_raw)
-    assert torch.allclose(light.ambient, expected.ambient.expand(2))
-    assert torch.allclose(light.direction, expected.direction.expand(2, -1))
+    cfg = load_config("demo", overrides=[
+        f"view_mvn_path={embedded.asset_path(embedded.VIEW_PRIOR_FILE)}",
+        f"light_mvn_path={embedded.asset_path(embedded.LIGHT_PRIOR_FILE)}"])
+    rec = Reconstructor(load_stylegan2(embedded.asset_path(embedded.GAN_FILE)), cfg,
+                        progress=False)
+    scene = heldout.heldout_scenes([0])
+    target = bench.face_target(rec, scene, torch.zeros(1, 512), true_light=True)
+    light = rec.ctx.predict(target.image, depth_offset=target.depth_offset,
+                            light=target.light).f.light
+    expected = factors.light_from_raw(scene["light_raw"][:1])
+    assert torch.allclose(light.ambient, expected.ambient)
+    assert torch.allclose(light.direction, expected.direction)
+    estimated = bench.face_target(rec, scene, torch.zeros(1, 512), true_light=False)
+    assert estimated.light is None
 
 
 def test_end_to_end_with_the_true_light():
