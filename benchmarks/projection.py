@@ -24,9 +24,9 @@ and the information ratio (pseudo - projected) / (pseudo - best fit), of the mea
 faces (and per face): 1 when projection lands on the GAN's best explanation of the truth, 0
 when it adds nothing, below 0 when it moves the samples away from the truth. A better GAN
 (training, size) should raise it; "optimised" tells the encoder's share from the GAN's.
-``--true-light`` gives Step 1 each face's true light instead of the light network's
-estimate (the prior's mean at the start): how much of the pseudo samples' error is the
-input's light.
+``--true-light`` gives Step 1 each face's true light (in the input's view frame,
+``heldout.input_light``) instead of the light network's estimate (the prior's mean at the
+start): how much of the pseudo samples' error is the input's light.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from gan2shape.config import load_config
 from gan2shape.errors import UserError, run_script
 from gan2shape.gan import load_stylegan2
 from gan2shape.gan.invert import PoorFitWarning, invert, latent_for_image
-from gan2shape.recon import Reconstructor, SequenceSpec, factors, steps
+from gan2shape.recon import Reconstructor, SequenceSpec, steps
 from gan2shape.recon.reconstructor import stage_plan
 
 # The best fit starts at the face's own latent: a small step and no latent noise keep it in
@@ -76,7 +76,7 @@ def face_target(rec: Reconstructor, scene: dict, latent: torch.Tensor,
     instead of the light network's estimate."""
     target = rec.target(scene["image"][0], latent)
     if true_light:
-        target.light = factors.light_from_raw(scene["light_raw"][:1])
+        target.light = heldout.input_light(scene)
     return target
 
 

@@ -50,7 +50,7 @@ from gan2shape import embedded, heldout
 from gan2shape.config import load_config, save_config
 from gan2shape.errors import UserError, run_script
 from gan2shape.fileio import atomic_path, load_torch, save_json, save_text
-from gan2shape.recon import Reconstructor, SequenceSpec, factors
+from gan2shape.recon import Reconstructor, SequenceSpec
 
 LEARNED = ("no GAN", "GAN2Shape")
 METHODS = (*heldout.BASELINES, *LEARNED)
@@ -202,8 +202,7 @@ class Bench:
             oracle = Reconstructor(self.gan, self.cfg, device=self.device, progress=False,
                                    sequences=NO_SEQUENCES,
                                    projector=heldout.truth_projector(scene, self.cfg))
-            light = factors.light_from_raw(scene["light_raw"][:1]) if name == ORACLES[1] \
-                else None
+            light = heldout.input_light(scene) if name == ORACLES[1] else None
             start = time.perf_counter()
             result = oracle.fit(image, torch.zeros(1, style_dim), gt_depth=gt, light=light)
             seconds[name] = time.perf_counter() - start

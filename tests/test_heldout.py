@@ -63,6 +63,30 @@ def test_depth_scores_ignore_a_global_scale(cfg):
     assert heldout.depth_scores(gt.flip(1), gt, cfg)["SIDE"] > 1e-3
 
 
+def test_input_light_shades_the_input_as_the_scene_renderer_did():
+    """The true light in the input's view frame explains the scene image: the view's depth
+    normals shaded by it, times the albedo carried into the view, match the image inside
+    the head; the head-frame light does not (test face 0 is pitched 21 deg)."""
+    from gan2shape.data import scenes
+    from gan2shape.recon import factors
+    from gan2shape.render import normals_from_depth, reproject
+
+    scene = heldout.heldout_scenes([0])
+    view = scene["view"]
+    assert view[0, :2].abs().max() > 0.1  # a turned face, or the check has no teeth
+    albedo = reproject(scene["canon_depth"], scene["canon_albedo"] * 2 - 1, view,
+                       scenes.FOV_DEG, scenes.ROT_CENTER_DEPTH)[0] / 2 + 0.5
+    normals = normals_from_depth(scene["depth"], scenes.FOV_DEG)
+    interior = erode(erode((scene["head_mask"] > 0.99).float()))[0] > 0
+
+    def error(light):
+        image = albedo * factors.shade(normals, light)
+        return float((image - (scene["image"] / 2 + 0.5))[0][:, interior].abs().mean())
+
+    assert error(heldout.input_light(scene)) < 0.003
+    assert error(factors.light_from_raw(scene["light_raw"])) > 0.01
+
+
 @pytest.mark.parametrize("yaw_deg", [0.0, 20.0])
 def test_truth_projector_renders_what_the_scene_renderer_renders(cfg, yaw_deg):
     """For a face whose own view is the identity (input frame = head frame), the perfect

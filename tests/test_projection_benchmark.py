@@ -47,7 +47,7 @@ def test_true_light_lights_the_input_with_the_scene_light(bench):
     from gan2shape import embedded, heldout
     from gan2shape.config import load_config
     from gan2shape.gan import load_stylegan2
-    from gan2shape.recon import Reconstructor, factors
+    from gan2shape.recon import Reconstructor
 
     cfg = load_config("demo", overrides=[
         f"view_mvn_path={embedded.asset_path(embedded.VIEW_PRIOR_FILE)}",
@@ -58,7 +58,7 @@ def test_true_light_lights_the_input_with_the_scene_light(bench):
     target = bench.face_target(rec, scene, torch.zeros(1, 512), true_light=True)
     light = rec.ctx.predict(target.image, depth_offset=target.depth_offset,
                             light=target.light).f.light
-    expected = factors.light_from_raw(scene["light_raw"][:1])
+    expected = heldout.input_light(scene)
     assert torch.allclose(light.ambient, expected.ambient)
     assert torch.allclose(light.direction, expected.direction)
     estimated = bench.face_target(rec, scene, torch.zeros(1, 512), true_light=False)

@@ -62,6 +62,23 @@ def baseline_scores(gt: torch.Tensor, mask: torch.Tensor, cfg, pool: torch.Tenso
     return {name: depth_scores(pred, gt, cfg) for name, pred in predictions.items()}
 
 
+def input_light(scene: dict[str, torch.Tensor]):
+    """The true light of a held-out face (:func:`heldout_scenes`, first face) as a
+    ``factors.Light`` of batch 1 in the frame the reconstruction lights its input in: the
+    input's own view, which is its canonical frame while its view stays at the identity.
+
+    The scene renderer shades the head in the head's frame and then turns it by the view's
+    rotation R, so in the view's frame the light's direction is R l (normals turn with the
+    head); l itself is off by up to the view's 30 deg of yaw.
+    """
+    from .recon.factors import Light, light_from_raw
+    from .render.camera import view_to_transform
+
+    light = light_from_raw(scene["light_raw"][:1])
+    rotation, _ = view_to_transform(scene["view"][:1])
+    return Light(light.ambient, light.diffuse, (rotation @ light.direction[:, :, None])[:, :, 0])
+
+
 def truth_projector(scene: dict[str, torch.Tensor], cfg):
     """A perfect GAN for one held-out face: a ``steps.Projector`` that replaces each pseudo
     sample by the true face under the sample's view and light.
