@@ -273,6 +273,31 @@ def test_rendered_sample_params_explain_unprojected_pseudo_samples_exactly(gan, 
     assert predicted > input_only + 1e-3
 
 
+@pytest.mark.parametrize("use_mask", [True, False])
+def test_use_mask_keeps_the_samples_background_out_of_step3(gan, sample, use_mask):
+    """With use_mask a projected sample counts only where it sees the object: its pixels
+    off the object mask do not change the Step-3 loss (a background that no light changes
+    would otherwise pull the depth near the rim, README); without it they do."""
+    rec = make_reconstructor(gan, "perceptual=none", "batchsize=3", "pseudo_views=false",
+                             "sample_params=rendered", f"use_mask={str(use_mask).lower()}")
+    ctx = rec.ctx
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    disk = (((yy - 31.5) ** 2 + (xx - 31.5) ** 2) < 20 ** 2).float()
+    target = rec.target(*sample, mask=disk)
+    torch.manual_seed(3)
+    pseudo = steps.sample_pseudo(ctx, steps.canon_of(ctx, target), 3)
+    off_object = (disk < 0.5).expand(3, 3, -1, -1)
+    noisy = pseudo.images.masked_fill(off_object, 1.0)
+    with torch.no_grad():
+        clean_loss = steps.step3_loss(ctx, target, pseudo)
+        noisy_loss = steps.step3_loss(ctx, target, steps.Samples(noisy, pseudo.masks,
+                                                                 pseudo.views, pseudo.lights))
+    if use_mask:
+        torch.testing.assert_close(noisy_loss, clean_loss, atol=1e-6, rtol=0)
+    else:
+        assert noisy_loss > clean_loss + 1e-2
+
+
 def test_projector_replaces_the_gan_projection_and_step2(gan, sample):
     seen = []
 

@@ -81,6 +81,11 @@ class ReconConfig:
     use_gan_samples: bool = True
     batchsize: int = 16
     collect_iters: int = 100
+    # Step 3 compares each projected sample with its render only where the sample sees the
+    # object (its mask carried into the sample's view). Without it the sample's background,
+    # which no light changes, pulls the depth near the object's rim: with perfect relit
+    # samples (benchmarks/synthetic.py --oracle) the depth's rim bends towards the
+    # background (README).
     use_mask: bool = False
     relative_enc: bool = True
     add_mean_L: bool = True
@@ -88,8 +93,9 @@ class ReconConfig:
     F1_d: int = 2
     view_scale: float = 1.2
     # False: pseudo samples keep the input's view and only change the light (relighting).
-    # With a perfect projection (benchmarks/synthetic.py --oracle) new views hurt at 64 px:
-    # Step 3 bends the depth from the head's rim inwards (README; the cause is open).
+    # With a perfect projection (benchmarks/synthetic.py --oracle) new views hurt at 64 px,
+    # with or without use_mask: Step 3 bends the depth from the head's rim inwards (README;
+    # the cause is open).
     pseudo_views: bool = True
     # Each projected sample's view and light in Step 3: "predicted" by the view and light
     # networks from the projected image (the release's), or "rendered": the pseudo sample's
