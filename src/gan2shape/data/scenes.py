@@ -16,8 +16,8 @@ covariance of the distributions the data came from:
   in [0.45, 0.75], direction = normalize(lx, ly, 1) with lx in [-0.8, 0.8] and ly in
   [-0.2, 0.7] (with the release's normals ly > 0 lights the upper half of the image, so
   light comes mostly from above, and lx > 0 the left half). The light is in the head's own
-  frame, as in the method's canonical frame; in the view's frame its direction is R l, R the
-  view's rotation (``heldout.input_light``).
+  frame, where the head is shaded; in the view's frame its direction is R l, R the view's
+  rotation (``heldout.input_light``).
 
 Rendering follows the method's image formation exactly: the canonical texture is
 albedo * shading (shading from the release's normals of the canonical depth); it is
