@@ -277,7 +277,7 @@ def test_rendered_sample_params_explain_unprojected_pseudo_samples_exactly(gan, 
 def test_use_mask_keeps_the_samples_background_out_of_step3(gan, sample, use_mask):
     """With use_mask a projected sample counts only where it sees the object: its pixels
     off the object mask do not change the Step-3 loss (a background that no light changes
-    would otherwise pull the depth near the rim, README); without it they do."""
+    would otherwise pull the depth near the rim, docs/analysis.md); without it they do."""
     rec = make_reconstructor(gan, "perceptual=none", "batchsize=3", "pseudo_views=false",
                              "sample_params=rendered", f"use_mask={str(use_mask).lower()}")
     ctx = rec.ctx

@@ -85,7 +85,7 @@ class ReconConfig:
     # object (its mask carried into the sample's view). Without it the sample's background,
     # which no light changes, pulls the depth near the object's rim: with perfect relit
     # samples (benchmarks/synthetic.py --oracle) the depth's rim bends towards the
-    # background (README).
+    # background (docs/analysis.md, section 2).
     use_mask: bool = False
     relative_enc: bool = True
     add_mean_L: bool = True
@@ -94,8 +94,8 @@ class ReconConfig:
     view_scale: float = 1.2
     # False: pseudo samples keep the input's view and only change the light (relighting).
     # With a perfect projection (benchmarks/synthetic.py --oracle) new views hurt at 64 px,
-    # with or without use_mask: Step 3 bends the depth from the head's rim inwards (README;
-    # the cause is open).
+    # with or without use_mask: Step 3 bends the depth from the head's rim inwards (the
+    # cause is open: docs/analysis.md, section 4).
     pseudo_views: bool = True
     # Each projected sample's view and light in Step 3: "predicted" by the view and light
     # networks from the projected image (the release's), or "rendered": the pseudo sample's
