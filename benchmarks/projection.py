@@ -1,8 +1,9 @@
 """Does the GAN's projection of pseudo samples carry shape information? Measured on the
 embedded model's held-out test faces, where the truth is known.
 
-    python benchmarks/projection.py [--images 8] [--gan CKPT] [--preset demo] [--set KEY=VALUE ...]
-        [--samples 16] [--invert-steps 300] [--fit-steps 200] [--true-light] [--threads 1]
+    python benchmarks/projection.py [--images 8] [--first 0] [--gan CKPT] [--preset demo]
+        [--set KEY=VALUE ...] [--samples 16] [--invert-steps 300] [--fit-steps 200]
+        [--true-light] [--threads 1]
 
 GAN2Shape learns shape only from how the GAN changes a pseudo sample when it projects it:
 the pseudo sample shows the current (prior) shape under a new light, and a GAN that knows
@@ -56,7 +57,8 @@ NO_SEQUENCES = SequenceSpec(n_yaw=1, n_pitch=1, relight_x=(0.0,), relight_y=(0.0
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--images", type=int, default=8, help="held-out test faces 0..N-1")
+    p.add_argument("--images", type=int, default=8, help="how many held-out test faces")
+    p.add_argument("--first", type=int, default=0, help="the first of them (faces FIRST..)")
     p.add_argument("--gan", default=None, help="StyleGAN2 checkpoint (default: the embedded)")
     p.add_argument("--preset", default="demo")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -131,9 +133,10 @@ def measure_face(gan, cfg, index: int, args) -> dict[str, float]:
 def main() -> int:
     args = parse_args()
     if min(args.images, args.samples, args.threads) < 1 or min(args.fit_steps,
-                                                                args.invert_steps) < 0:
-        raise UserError("--images, --samples and --threads must be >= 1, --fit-steps and "
-                        "--invert-steps >= 0")
+                                                                args.invert_steps,
+                                                                args.first) < 0:
+        raise UserError("--images, --samples and --threads must be >= 1, --first, "
+                        "--fit-steps and --invert-steps >= 0")
     torch.set_num_threads(args.threads)
     gan_path = args.gan or embedded.asset_path(embedded.GAN_FILE)
     gan = load_stylegan2(gan_path, device="cpu")
@@ -142,15 +145,17 @@ def main() -> int:
     cfg = load_config(args.preset, overrides=[*priors, *args.overrides, "pseudo_views=false"])
     rows = []
     start = time.perf_counter()
-    for index in tqdm(range(args.images), desc="test faces", unit="face"):
+    for index in tqdm(range(args.first, args.first + args.images), desc="test faces",
+                      unit="face"):
         rows.append(measure_face(gan, cfg, index, args))
         r = rows[-1]
         tqdm.write(f"test{index:04d}: pseudo {r['pseudo']:.4f} projected {r['projected']:.4f} "
                    f"optimised {r['optimised']:.4f} best fit {r['best fit']:.4f} "
                    f"ratio {r['ratio']:+.2f}")
     light = ", true input light" if args.true_light else ""
+    last = args.first + args.images - 1
     print(f"GAN {gan_path}, preset {args.preset} {' '.join(args.overrides)}{light}, "
-          f"{args.samples} relit pseudo samples per face, {args.images} faces, "
+          f"{args.samples} relit pseudo samples per face, test faces {args.first}..{last}, "
           f"{time.perf_counter() - start:.0f} s")
     means = {}
     for key in ("pseudo", "projected", "optimised", "best fit"):

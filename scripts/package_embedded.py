@@ -1,9 +1,11 @@
 """Package a ``gan2shape train-gan`` checkpoint as the embedded model.
 
     python scripts/package_embedded.py runs/embedded64/checkpoint.pt runs/embedded64_data
+    python scripts/package_embedded.py OUT_DIR data/train64 --half   # an export_gan.py folder
 
-Writes into src/gan2shape/assets/: embedded64.pt (only 'g_ema' and 'd', float32: all that
-``load_stylegan2`` needs), the data's view and light priors (release {mean, cov} format),
+Writes into src/gan2shape/assets/: embedded64.pt (only 'g_ema' and 'd': all that
+``load_stylegan2`` needs; float32, or float16 with ``--half`` to keep a wider model within
+the package's size budget), the data's view and light priors (release {mean, cov} format),
 and embedded64_samples.png (an 8 x 4 grid of samples at truncation 1, seeds 0..31).
 """
 
@@ -14,6 +16,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from export_gan import half, load_exported  # scripts/ is on sys.path when run as a script
 
 from gan2shape import embedded
 from gan2shape.export.sequences import image_grid
@@ -25,14 +28,19 @@ ASSETS = Path(__file__).resolve().parents[1] / "src" / "gan2shape" / "assets"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("checkpoint", type=Path,
+                        help="a train-gan checkpoint, or a folder written by export_gan.py")
     parser.add_argument("data", type=Path, help="the make-data folder the GAN was trained on")
+    parser.add_argument("--half", action="store_true", help="store the weights as float16")
     args = parser.parse_args()
-    ckpt = load_torch(args.checkpoint, "StyleGAN2 checkpoint")
+    ckpt = load_exported(args.checkpoint) if args.checkpoint.is_dir() else \
+        load_torch(args.checkpoint, "StyleGAN2 checkpoint")
     small = {"g_ema": ckpt["g_ema"], "d": ckpt["d"]}
     for key in ("iteration", "args"):
         if key in ckpt:
             small[key] = ckpt[key]
+    if args.half:
+        small = half(small)
     gan = load_stylegan2(small)  # refuse to package anything that does not load
     save_torch(small, ASSETS / embedded.GAN_FILE)
     shutil.copyfile(args.data / "view_prior.pt", ASSETS / embedded.VIEW_PRIOR_FILE)

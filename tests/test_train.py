@@ -2,6 +2,8 @@
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import torch
 from PIL import Image
 
 from gan2shape import cli
+from gan2shape.errors import UserError
 from gan2shape.gan import load_stylegan2
 from gan2shape.gan.losses import d_logistic_loss, path_length_penalty, r1_penalty
 from gan2shape.gan.train import TrainConfig, Trainer, ema_beta, parse_channels, train
@@ -153,6 +156,36 @@ def test_checkpoint_loads_with_load_stylegan2(tmp_path):
         img = torch.randn(4, 3, SIZE, SIZE)
         assert torch.allclose(gan.discriminator(img), trainer.d(img), atol=1e-6)
 
+
+
+def test_exported_half_precision_parts_load_as_the_same_gan(tmp_path):
+    """scripts/export_gan.py: the two float16 parts load as one GAN whose outputs match the
+    float32 checkpoint's to float16 precision; a file that is no GAN is refused."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    try:
+        import export_gan
+    finally:
+        sys.path.pop(0)
+    trainer = train(tiny_config(iters=2), procedural_set(16), tmp_path / "run", progress=False)
+    export_gan.export(tmp_path / "run" / "checkpoint.pt", tmp_path / "out")
+    parts = {name: torch.load(tmp_path / "out" / name, weights_only=False)
+             for name in export_gan.PARTS}
+    assert set(parts["g_ema.pt"]) == {"g_ema", "iteration", "args"} and set(parts["d.pt"]) == {"d"}
+    states = [parts["g_ema.pt"]["g_ema"], parts["d.pt"]["d"]]
+    assert all(v.dtype == torch.float16 for sd in states for v in sd.values()
+               if v.is_floating_point())
+    gan = load_stylegan2(export_gan.load_exported(tmp_path / "out"))
+    z = torch.randn(3, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = trainer.g_ema(z), gan.generator(z)
+        img = torch.randn(4, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+        d_expected, d_got = trainer.d(img), gan.discriminator(img)
+    scale = float(expected.abs().max())
+    assert 0 < float((got - expected).abs().max()) < 0.01 * scale
+    assert torch.allclose(d_got, d_expected, rtol=0.01, atol=0.01 * float(d_expected.abs().max()))
+    torch.save({"netD": {}}, tmp_path / "weights.pth")
+    with pytest.raises(UserError, match="GAN2Shape reconstruction weights"):
+        export_gan.export(tmp_path / "weights.pth", tmp_path / "bad")
 
 def test_command_line_run_outputs_and_refuses_to_overwrite(tmp_path, capsys):
     data = tmp_path / "data" / "images"

@@ -245,14 +245,16 @@ class Trainer:
             return images
         return random_flip_translate(images, self.cfg.aug_shift)
 
-    def step(self) -> dict[str, float]:
+    def step(self) -> dict[str, torch.Tensor]:
         """One StyleGAN2 iteration: D step (+ lazy R1), G step (+ lazy path length), EMA.
 
         Each network is trained through its (distributed) training module and used as it
-        is where it is held fixed, so only the trained network's gradients are averaged."""
+        is where it is held fixed, so only the trained network's gradients are averaged.
+        Returns the iteration's losses and scores as detached 0-dim tensors on the device:
+        reading them (``float``) waits for the device, so the loop does it only to log."""
         cfg, g, d, batch = self.cfg, self.g, self.d, self.local_batch
         i = self.iteration
-        stats: dict[str, float] = {}
+        stats: dict[str, torch.Tensor] = {}
         real = self.real_batch()
 
         # Discriminator.
@@ -268,9 +270,9 @@ class Trainer:
         d_loss.backward()
         self.d_optim.step()
         stats.update(
-            d_loss=d_loss.item(),
-            real_score=real_logits.float().mean().item(),
-            fake_score=fake_logits.float().mean().item(),
+            d_loss=d_loss.detach(),
+            real_score=real_logits.detach().float().mean(),
+            fake_score=fake_logits.detach().float().mean(),
         )
         if cfg.r1 > 0 and i % cfg.r1_every == 0:
             real_req = real.detach().requires_grad_(True)
@@ -281,7 +283,7 @@ class Trainer:
             # The 0 * logits term keeps every D output in the graph (no unused parameters).
             (cfg.r1 / 2 * r1 * cfg.r1_every + 0 * logits.float()[0, 0]).backward()
             self.d_optim.step()
-            stats["r1"] = r1.item()
+            stats["r1"] = r1.detach()
 
         # Generator.
         set_requires_grad(g, True)
@@ -293,7 +295,7 @@ class Trainer:
         self.g_optim.zero_grad(set_to_none=True)
         g_loss.backward()
         self.g_optim.step()
-        stats["g_loss"] = g_loss.item()
+        stats["g_loss"] = g_loss.detach()
         if cfg.pl_weight > 0 and i % cfg.pl_every == 0:
             pl_batch = max(1, batch // cfg.pl_batch_shrink)
             with self.autocast():
@@ -304,7 +306,7 @@ class Trainer:
             self.g_optim.zero_grad(set_to_none=True)
             (cfg.pl_weight * cfg.pl_every * penalty + 0 * fake.float()[0, 0, 0, 0]).backward()
             self.g_optim.step()
-            stats.update(pl=penalty.item(), path_length=length.item())
+            stats.update(pl=penalty.detach(), path_length=length.detach())
 
         self.iteration += 1
         accumulate(self.g_ema, g, ema_beta(cfg, self.iteration * cfg.batch))
@@ -437,11 +439,12 @@ def train(
             out_of_time = deadline is not None and time.monotonic() >= deadline
             if group.any(flag.stop or out_of_time, cfg.device):
                 break
-            stats = trainer.step()
+            step_stats = trainer.step()
             window_iters += 1
             it = trainer.iteration
             bar.update(1)
             if main and (it % cfg.log_every == 0 or it == cfg.iters):
+                stats = {k: float(v) for k, v in step_stats.items()}
                 elapsed = time.monotonic() - window_start
                 stats.update(
                     iteration=it, kimg=it * cfg.batch / 1000,
