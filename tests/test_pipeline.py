@@ -298,6 +298,33 @@ def test_use_mask_keeps_the_samples_background_out_of_step3(gan, sample, use_mas
         assert noisy_loss > clean_loss + 1e-2
 
 
+def test_lam_input3_weights_only_the_input_images_terms_in_step3(gan, sample):
+    """Step 3's loss is affine in lam_input3: the slope is the input image's own photometric
+    term (the render of its factors against it, computed here by hand; flip3 on, so both
+    explanations under their joint mask), and at 0 the samples and smoothness remain."""
+    rec = make_reconstructor(gan, "perceptual=none", "batchsize=2", "flip3_cfg=[true]")
+    ctx = rec.ctx
+    target = rec.target(*sample)
+    torch.manual_seed(5)
+    pseudo = steps.sample_pseudo(ctx, steps.canon_of(ctx, target), 2)
+
+    def loss_at(weight):
+        ctx.cfg.lam_input3 = weight
+        with torch.no_grad():
+            return float(steps.step3_loss(ctx, target, pseudo, flip=True))
+
+    with torch.no_grad():
+        pred = ctx.predict(target.image, flip=True, depth_offset=target.depth_offset)
+        recon, valid = ctx.render(pred.f.depth, pred.f.image, pred.view)
+        joint = valid[:1] * valid[1:]
+        by_hand = sum(float(((recon[i] - target.image[0]).abs() * joint[0]).sum()
+                            / (joint.sum() * 3)) for i in range(2))
+    at0, at1, at_half = loss_at(0.0), loss_at(1.0), loss_at(0.5)
+    assert by_hand > 1e-3
+    assert at1 - at0 == pytest.approx(by_hand, rel=1e-4)
+    assert at_half == pytest.approx(at0 + 0.5 * by_hand, rel=1e-4)
+
+
 def test_projector_replaces_the_gan_projection_and_step2(gan, sample):
     seen = []
 

@@ -118,6 +118,12 @@ class ReconConfig:
     lam_perc: float = 0.5
     lam_smooth: float = 0.01
     lam_regular: float = 0.01
+    # Weight of the input image's own terms (photometric + perceptual) in Step 3 (the
+    # release's 1; its smoothness terms keep lam_smooth). With perfect relit samples the
+    # input's term holds the depth back: on 4 validation faces 0.162 / 6.98 (SIDE / MAD)
+    # at 1, 0.076 / 6.28 at 0, and new views go from 1.60 / 16.6 to 0.71 / 9.9
+    # (docs/analysis.md, section 4). It is all the "no GAN" ablation has, so that ignores it.
+    lam_input3: float = 1.0
     # lpips (the release's; needs vgg16_path + lpips_path), vgg16 (relu3_3 L1; needs
     # vgg16_path), discriminator (the GAN's own features), none. Presets use discriminator:
     # it needs no file beyond the GAN checkpoint. It is not the cheap choice: per loss call
@@ -219,8 +225,9 @@ class ReconConfig:
             need(getattr(self, name) is None or getattr(self, name) > 0,
                  f"{name} must be positive")
         need(self.fov < 180, "fov must be below 180 degrees")
-        for name in ("weight_decay", "lam_perc", "lam_smooth", "lam_regular", "prior_iters",
-                     "xyz_rotation_range", "xy_translation_range", "z_translation_range"):
+        for name in ("weight_decay", "lam_perc", "lam_smooth", "lam_regular", "lam_input3",
+                     "prior_iters", "xyz_rotation_range", "xy_translation_range",
+                     "z_translation_range"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0")
         need(0 < self.min_depth < self.max_depth,
              f"need 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")

@@ -264,17 +264,20 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
 
 # --- Step 1 ------------------------------------------------------------------------------
 
-def reconstruction_loss(ctx: Context, image: torch.Tensor, pred: Prediction) -> torch.Tensor:
-    """The Step-1 loss of ``pred`` against image (1, 3, S, S): image terms (for the flipped
-    copy too, both under the joint valid mask) + lam_smooth * smoothness."""
+def reconstruction_loss(ctx: Context, image: torch.Tensor, pred: Prediction,
+                        image_weight: float = 1.0) -> torch.Tensor:
+    """The Step-1 loss of ``pred`` against image (1, 3, S, S): image_weight * image terms
+    (for the flipped copy too, both under the joint valid mask) + lam_smooth * smoothness."""
     f = pred.f
+    smooth = losses.smoothness_loss(f.depth) + losses.smoothness_loss(f.diffuse)
+    if image_weight == 0:
+        return ctx.cfg.lam_smooth * smooth
     recon, valid = ctx.render(f.depth, f.image, pred.view)
     if recon.shape[0] == 2:
         valid = (valid[:1] * valid[1:]).repeat(2, 1, 1, 1)
     loss = sum(ctx.image_loss(recon[i:i + 1], image, valid[i:i + 1])
                for i in range(recon.shape[0]))
-    smooth = losses.smoothness_loss(f.depth) + losses.smoothness_loss(f.diffuse)
-    return loss + ctx.cfg.lam_smooth * smooth
+    return image_weight * loss + ctx.cfg.lam_smooth * smooth
 
 
 def step1_loss(ctx: Context, target: Target, flip: bool = False) -> torch.Tensor:
@@ -390,9 +393,9 @@ def step3_loss(ctx: Context, target: Target, batch: Samples, flip: bool = False
     plus the image terms of each projected sample of ``batch`` (b samples) rendered from the
     input's depth and albedo with the sample's own view and light (predicted from it, or
     the ones it was rendered under: ``sample_params``), and the flipped explanation under
-    the joint valid mask when ``flip``."""
+    the joint valid mask when ``flip``. The input's image terms are weighted by lam_input3."""
     pred = ctx.predict(target.image, STEP3_NETS, flip, target.depth_offset, target.light)
-    loss = reconstruction_loss(ctx, target.image, pred)
+    loss = reconstruction_loss(ctx, target.image, pred, ctx.cfg.lam_input3)
 
     images, masks = batch.images, batch.masks
     b, n = images.shape[0], 2 if flip else 1
