@@ -94,8 +94,8 @@ class ReconConfig:
     view_scale: float = 1.2
     # False: pseudo samples keep the input's view and only change the light (relighting).
     # With a perfect projection (benchmarks/synthetic.py --oracle) new views hurt at 64 px,
-    # with or without use_mask: Step 3 bends the depth from the head's rim inwards (the
-    # cause is open: docs/analysis.md, section 4).
+    # with or without use_mask, as long as Step 3 also fits the input image (lam_input3 1);
+    # at lam_input3 0 they help, though less than relighting (docs/analysis.md, section 4).
     pseudo_views: bool = True
     # Each projected sample's view and light in Step 3: "predicted" by the view and light
     # networks from the projected image (the release's), or "rendered": the pseudo sample's
