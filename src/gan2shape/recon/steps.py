@@ -269,15 +269,15 @@ def reconstruction_loss(ctx: Context, image: torch.Tensor, pred: Prediction,
     """The Step-1 loss of ``pred`` against image (1, 3, S, S): image_weight * image terms
     (for the flipped copy too, both under the joint valid mask) + lam_smooth * smoothness."""
     f = pred.f
+    loss = 0.0
+    if image_weight > 0:  # (the render first: the order of terms sets float rounding)
+        recon, valid = ctx.render(f.depth, f.image, pred.view)
+        if recon.shape[0] == 2:
+            valid = (valid[:1] * valid[1:]).repeat(2, 1, 1, 1)
+        loss = image_weight * sum(ctx.image_loss(recon[i:i + 1], image, valid[i:i + 1])
+                                  for i in range(recon.shape[0]))
     smooth = losses.smoothness_loss(f.depth) + losses.smoothness_loss(f.diffuse)
-    if image_weight == 0:
-        return ctx.cfg.lam_smooth * smooth
-    recon, valid = ctx.render(f.depth, f.image, pred.view)
-    if recon.shape[0] == 2:
-        valid = (valid[:1] * valid[1:]).repeat(2, 1, 1, 1)
-    loss = sum(ctx.image_loss(recon[i:i + 1], image, valid[i:i + 1])
-               for i in range(recon.shape[0]))
-    return image_weight * loss + ctx.cfg.lam_smooth * smooth
+    return loss + ctx.cfg.lam_smooth * smooth
 
 
 def step1_loss(ctx: Context, target: Target, flip: bool = False) -> torch.Tensor:
