@@ -34,10 +34,12 @@ def test_information_ratio(bench):
 
 
 def test_end_to_end_tiny_schedule():
-    cmd = [sys.executable, str(SCRIPT), "--images", "1", "--samples", "2", "--invert-steps",
-           "2", "--fit-steps", "2", "--set", "stage_len_dict={step1: 1, step2: 1, step3: 1}"]
+    cmd = [sys.executable, str(SCRIPT), "--images", "1", "--first", "3", "--samples", "2",
+           "--invert-steps", "2", "--fit-steps", "2",
+           "--set", "stage_len_dict={step1: 1, step2: 1, step3: 1}"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    assert "2 relit pseudo samples per face, 1 faces" in out
+    assert "2 relit pseudo samples per face, test faces 3..3" in out
+    assert "test0003: pseudo" in out
     for key in ("pseudo", "projected", "optimised", "best fit"):
         assert f"  {key}" in out
     assert "information ratio of the means, optimised" in out
