@@ -11,7 +11,8 @@
 # checkpoint. `finish` writes g_ema.pt and d.pt (float16, under 16 MiB each) and the last
 # sample grid and loss log to $OUT, then measures the information ratio of the result
 # (benchmarks/projection.py, 8 test faces in parallel CPU processes). Back on the
-# development machine: scripts/package_embedded.py OUT_FOLDER data/train64 --half.
+# development machine: scripts/export_gan.py --join OUT_FOLDER runs/wide64.pt for --gan, and
+# scripts/package_embedded.py OUT_FOLDER data/train64 --half to package it.
 # Environment: CHANNELS (256x256x128x64x32), BATCH (32), N_IMAGES (10000), DEVICE (cuda),
 # WORK (/tmp/gan2shape-gpu), FACES (8).
 set -euo pipefail
@@ -85,7 +86,7 @@ finish)
     awk "$ratios" "$OUT/projection.txt" | tee -a "$OUT/projection.txt"
     ;;
 *)
-    sed -n '2,19p' "$0"
+    sed -n '2,20p' "$0"
     exit 2
     ;;
 esac
