@@ -86,7 +86,7 @@ finish)
     awk "$ratios" "$OUT/projection.txt" | tee -a "$OUT/projection.txt"
     ;;
 *)
-    sed -n '2,20p' "$0"
+    sed -n '2,17p' "$0"
     exit 2
     ;;
 esac
