@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from gan2shape.errors import run_script
-from gan2shape.fileio import load_torch, save_torch
+from gan2shape.fileio import cast_floating, load_torch, save_torch
 from gan2shape.gan import load_stylegan2
 
 PARTS = {"g_ema.pt": ("g_ema", "iteration", "args"), "d.pt": ("d",)}
@@ -26,11 +26,7 @@ PARTS = {"g_ema.pt": ("g_ema", "iteration", "args"), "d.pt": ("d",)}
 
 def half(value):
     """float16 copies of the floating tensors in a (nested) state dict."""
-    if isinstance(value, torch.Tensor):
-        return value.half() if value.is_floating_point() else value
-    if isinstance(value, dict):
-        return {k: half(v) for k, v in value.items()}
-    return value
+    return cast_floating(value, torch.float16)
 
 
 def load_exported(folder: Path) -> dict:

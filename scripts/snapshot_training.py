@@ -16,18 +16,7 @@ from pathlib import Path
 
 import torch
 
-from gan2shape.fileio import atomic_path, load_torch, save_torch
-
-
-def compact(value):
-    if isinstance(value, torch.Tensor):
-        small = value.is_floating_point() and value.numel() > 1
-        return value.to(torch.bfloat16) if small else value
-    if isinstance(value, dict):
-        return {k: compact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [compact(v) for v in value]
-    return value
+from gan2shape.fileio import atomic_path, cast_floating, load_torch, save_torch
 
 
 def main() -> None:
@@ -36,7 +25,7 @@ def main() -> None:
     parser.add_argument("dest", type=Path)
     args = parser.parse_args()
     ckpt = load_torch(args.run / "checkpoint.pt", "training checkpoint")
-    save_torch(compact(ckpt), args.dest / "checkpoint.pt")
+    save_torch(cast_floating(ckpt, torch.bfloat16, min_numel=2), args.dest / "checkpoint.pt")
     for name in ("options.json", "losses.jsonl"):
         with atomic_path(args.dest / name) as tmp:
             shutil.copyfile(args.run / name, tmp)

@@ -1,12 +1,13 @@
-"""The command-line dispatcher and atomic file writing."""
+"""The command-line dispatcher, atomic file writing and compact checkpoint copies."""
 
 import os
 
 import pytest
+import torch
 
 from gan2shape import cli
 from gan2shape.errors import UserError
-from gan2shape.fileio import atomic_path, load_torch, save_torch
+from gan2shape.fileio import atomic_path, cast_floating, load_torch, save_torch
 
 
 def test_every_command_is_listed_in_help(capsys):
@@ -16,6 +17,16 @@ def test_every_command_is_listed_in_help(capsys):
     out = capsys.readouterr().out
     for name in cli.COMMANDS:
         assert name in out
+
+
+def test_cast_floating_casts_only_big_enough_floating_tensors():
+    value = {"w": torch.ones(2, 3), "scalar": torch.tensor(0.5), "step": torch.tensor(7),
+             "nested": [torch.zeros(4, dtype=torch.float64)], "name": "g"}
+    out = cast_floating(value, torch.bfloat16, min_numel=2)
+    assert out["w"].dtype == torch.bfloat16 and torch.equal(out["w"].float(), value["w"])
+    assert out["scalar"].dtype == torch.float32 and out["step"].dtype == torch.int64
+    assert out["nested"][0].dtype == torch.bfloat16 and out["name"] == "g"
+    assert cast_floating(value, torch.float16)["scalar"].dtype == torch.float16
 
 
 def test_atomic_path_keeps_old_file_when_writing_fails(tmp_path):

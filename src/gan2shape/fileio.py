@@ -47,6 +47,20 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
+def cast_floating(value: Any, dtype: torch.dtype, min_numel: int = 1) -> Any:
+    """``value`` (a tensor, or dicts and lists of them) with every floating tensor of at
+    least ``min_numel`` elements cast to ``dtype``, for smaller checkpoint files
+    (``load_state_dict`` casts back); anything else is returned as it is."""
+    if isinstance(value, torch.Tensor):
+        small = value.is_floating_point() and value.numel() >= min_numel
+        return value.to(dtype) if small else value
+    if isinstance(value, dict):
+        return {k: cast_floating(v, dtype, min_numel) for k, v in value.items()}
+    if isinstance(value, list):
+        return [cast_floating(v, dtype, min_numel) for v in value]
+    return value
+
+
 def save_json(obj: Any, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
