@@ -113,15 +113,25 @@ def conv_layer_ref(x, sd, prefix, down=False, activate=True):
     return lrelu(x, sd[f"{prefix}.{i + 1}.bias"]) if activate else x
 
 
-def discriminator_ref(sd, img):
-    """Logits (B, 1) of a rosinality discriminator state dict (float64)."""
+def discriminator_features_ref(sd, img):
+    """The outputs of every residual block of a rosinality discriminator state dict, in
+    order, as the release's ``Discriminator.forward(input, ftr_num)`` collects them: the 1x1
+    stem conv ``convs.0`` runs first and is not one of them."""
     n_blocks = sum(1 for k in sd if k.endswith(".conv1.0.weight"))
     x = conv_layer_ref(img, sd, "convs.0")
+    feats = []
     for bi in range(1, n_blocks + 1):
         y = conv_layer_ref(x, sd, f"convs.{bi}.conv1")
         y = conv_layer_ref(y, sd, f"convs.{bi}.conv2", down=True)
         s = conv_layer_ref(x, sd, f"convs.{bi}.skip", down=True, activate=False)
         x = (y + s) / math.sqrt(2)
+        feats.append(x)
+    return feats
+
+
+def discriminator_ref(sd, img):
+    """Logits (B, 1) of a rosinality discriminator state dict (float64)."""
+    x = discriminator_features_ref(sd, img)[-1]
     b, c, h, w = x.shape
     g = min(b, 4)
     # sample i is grouped with samples i + k * (b // g)

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from gan2shape import cli
@@ -224,3 +225,47 @@ def test_invert_hook_takes_a_photo_without_latent(files, tmp_path, monkeypatch):
     assert image.shape == (3, 32, 32) and torch.equal(latent, w)
     torch.testing.assert_close(image[0], torch.ones(32, 32))  # red, in [-1, 1]
     assert mask is None and gt is None
+
+
+def test_a_release_yaml_names_the_gan_and_the_list_it_runs(files, tmp_path, capsys):
+    """The release's configs carry gan_ckpt / img_list_path / img_root / latent_root: they are
+    the defaults of --gan / --image-list / --image-root / --latent-root."""
+    root, out = files["root"], tmp_path / "out"
+    (root / "release_list.txt").write_text("img1.png\nimg0.png\n")
+    release = tmp_path / "synface.yml"
+    release.write_text(f"checkpoint_dir: results/synface\nuse_logger: true\n"
+                       f"gan_ckpt: {files['gan']}\nimg_list_path: {root / 'release_list.txt'}\n"
+                       f"img_root: {root}\nlatent_root: {root}\nreset_weight: true\n")
+    assert reconstruct("--config", release, "--out", out) == 0
+    assert {p.parent.name for p in out.glob("*/metrics.json")} == {"img0", "img1"}
+    err = capsys.readouterr().err
+    assert "skipping the release's trainer/logging keys checkpoint_dir, use_logger" in err
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["gan_ckpt"] == str(files["gan"]) and saved["gan_size"] == 32
+
+
+def test_command_options_win_over_the_configs_paths(files, tmp_path):
+    from gan2shape.config import load_config
+    from gan2shape.recon.command import apply_config_paths
+
+    config = tmp_path / "c.yml"
+    config.write_text(f"gan_ckpt: {tmp_path / 'other.pt'}\nimg_list_path: list.txt\n"
+                      f"img_root: {tmp_path}\nlatent_root: {tmp_path}\n")
+    args = cli.build_parser(["reconstruct"]).parse_args(
+        ["reconstruct", str(files["images"][0]), "--gan", str(files["gan"]), "--out", "o",
+         "--latent", str(files["latents"][0])])
+    cfg = load_config("tiny", config)
+    apply_config_paths(args, cfg)
+    assert args.gan == files["gan"] and cfg.gan_ckpt == str(files["gan"])
+    assert args.image_list is None and cfg.img_list_path is None  # images were given
+
+
+def test_settings_this_tool_does_not_do_are_refused(files, tmp_path, capsys):
+    img, w, out = files["images"][0], files["latents"][0], tmp_path / "out"
+    for setting, hint in (("reset_weight=false", "not supported"),
+                          ("joint_train=true", "gan2shape pretrain"),
+                          ("gan_size=128", "--set gan_size=32")):
+        err = one_line_error(capsys, img, "--gan", files["gan"], "--latent", w, "--out", out,
+                             "--set", setting)
+        assert hint in err
+    assert "no GAN given" in one_line_error(capsys, img, "--latent", w, "--out", out)

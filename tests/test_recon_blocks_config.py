@@ -145,3 +145,50 @@ def test_save_config_round_trip(tmp_path):
     data = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert ReconConfig(**data) == c
     assert load_config(None, tmp_path / "config.yaml") == c
+
+
+def _names_read(trees) -> set[str]:
+    """Attribute names (cfg.key) and string constants (getattr(cfg, "key")) in ast trees."""
+    import ast
+
+    names = set()
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute):
+                names.add(node.attr)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names.add(node.value)
+    return names
+
+
+def test_no_setting_is_accepted_and_ignored():
+    """Every setting is read by the code that runs (outside config.py, or in ReconConfig's
+    stage_schedule / check_gan), or is one that validate() refuses unless at the only value
+    supported."""
+    import ast
+    from pathlib import Path
+
+    import gan2shape
+    from gan2shape.config import FIELD_NAMES
+
+    package = Path(gan2shape.__file__).parent
+    trees = [ast.parse(p.read_text()) for p in package.rglob("*.py") if p.name != "config.py"]
+    config = ast.parse((package / "config.py").read_text())
+    trees += [node for node in ast.walk(config) if isinstance(node, ast.FunctionDef)
+              and node.name in ("stage_schedule", "check_gan")]
+    refused_unless_default = {"reset_weight", "joint_train"}
+    unread = set(FIELD_NAMES) - _names_read(trees) - refused_unless_default
+    assert not unread, f"settings nothing reads: {sorted(unread)}"
+
+
+def test_check_gan_fills_in_or_refuses():
+    c = load_config("celeba")
+    c.check_gan(128, 1)
+    assert (c.gan_size, c.channel_multiplier) == (128, 1)
+    with pytest.raises(UserError, match="128 px GAN.*--set gan_size=64"):
+        c.check_gan(64, None)
+    with pytest.raises(UserError, match="channel_multiplier=2"):
+        c.check_gan(128, 2)
+    open_ = load_config("tiny")
+    open_.check_gan(32, None)
+    assert (open_.gan_size, open_.channel_multiplier) == (32, None)

@@ -34,6 +34,8 @@ def test_latent_regularisation():
 class ToyD(nn.Module):
     """features(img, n): block k is img average-pooled 2**k times, times (k + 1)."""
 
+    n_feature_blocks = 3
+
     def features(self, img, n):
         out, x = [], img
         for k in range(n):

@@ -228,3 +228,52 @@ def test_bad_arguments_are_refused():
         warp_canon_depth(depth, torch.zeros(1, 6), conventions="nr")
     with pytest.raises(ValueError, match=r"\(B, 6\)"):
         warp_canon_depth(depth, torch.zeros(1, 5))
+
+
+def _inverse_depth_on_triangle(corners, depths, u, v):
+    """Perspective-correct depth at screen point (u, v) of the triangle with screen corners
+    ((u0, v0), (u1, v1), (u2, v2)) and corner depths: 1/z is affine in screen space."""
+    (u0, v0), (u1, v1), (u2, v2) = corners
+    det = (u1 - u0) * (v2 - v0) - (u2 - u0) * (v1 - v0)
+    b1 = ((u - u0) * (v2 - v0) - (u2 - u0) * (v - v0)) / det
+    b2 = ((u1 - u0) * (v - v0) - (u - u0) * (v1 - v0)) / det
+    inv = (1 - b1 - b2) / depths[0] + b1 / depths[1] + b2 / depths[2]
+    return 1 / inv
+
+
+def _cell_depth(z, u, v, diagonal):
+    """Depth of the one-cell mesh with vertex depths z = {tl, tr, bl, br} at screen point
+    (u, v) in [0, 1]^2 (tl at (0, 0), u along columns, v along rows), split along
+    ``diagonal`` "tr-bl" (the release's) or "tl-br"."""
+    pos = {"tl": (0, 0), "tr": (1, 0), "bl": (0, 1), "br": (1, 1)}
+    if diagonal == "tr-bl":
+        tri = ("tl", "bl", "tr") if u + v <= 1 else ("tr", "bl", "br")
+    else:
+        tri = ("tl", "br", "tr") if u >= v else ("tl", "bl", "br")
+    return _inverse_depth_on_triangle([pos[k] for k in tri], [z[k] for k in tri], u, v)
+
+
+@pytest.mark.parametrize("raised", ["tl", "tr", "bl", "br"])
+def test_grid_mesh_uses_the_releases_diagonal(raised):
+    """One 2x2 depth map with a single raised vertex, seen at the identity view with the
+    release's sampling (2x2 samples at the pixel's quarter points, averaged): the output
+    pixel (0, 0) is the cell's mean depth over those samples, which depends on the diagonal
+    wherever the raised vertex is off the split line."""
+    z = {"tl": 1.0, "tr": 1.0, "bl": 1.0, "br": 1.0}
+    z[raised] = 0.95
+    depth = torch.tensor([[[z["tl"], z["tr"]], [z["bl"], z["br"]]]], dtype=F64)
+    got = warp_canon_depth(depth, torch.zeros(1, 6, dtype=F64), FOV_DEG,
+                           conventions="release")[0][0, 0, 0].item()
+    quarter = [(du, dv) for du in (0.25, 0.75) for dv in (0.25, 0.75)]
+    expected = {d: np.mean([_cell_depth(z, u, v, d) for u, v in quarter])
+                for d in ("tr-bl", "tl-br")}
+    # by hand: a raised corner off the split line moves one of the four samples, to
+    # 1 / (0.5 / 0.95 + 0.5) = 0.974359; on it, all four (harmonic interpolation)
+    if raised in ("tl", "br"):
+        assert expected["tr-bl"] == pytest.approx((3 + 0.974359) / 4, abs=1e-6)
+        assert expected["tl-br"] == pytest.approx(0.980766, abs=1e-6)
+    else:
+        assert expected["tl-br"] == pytest.approx((3 + 0.974359) / 4, abs=1e-6)
+        assert expected["tr-bl"] == pytest.approx(0.980766, abs=1e-6)
+    assert got == pytest.approx(expected["tr-bl"], abs=1e-9)
+    assert abs(got - expected["tl-br"]) > 0.01

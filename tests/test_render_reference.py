@@ -56,8 +56,9 @@ def ref_mesh(depth: np.ndarray, view: np.ndarray, rot_center_depth: float = 1.0)
         for col in range(size - 1):
             tl, tr = r * size + col, r * size + col + 1
             bl, br = tl + size, tr + size
-            tris.append([verts[tl], verts[br], verts[tr]])
-            tris.append([verts[tl], verts[bl], verts[br]])
+            # the release's split: the diagonal runs from top-right to bottom-left
+            tris.append([verts[tl], verts[bl], verts[tr]])
+            tris.append([verts[tr], verts[bl], verts[br]])
     return np.array(tris)
 
 

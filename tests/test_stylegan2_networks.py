@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from gan2shape.gan import Discriminator, Generator
-from stylegan2_reference import conv_layer_ref, discriminator_ref, generator_ref, mapping_ref
+from stylegan2_reference import (
+    discriminator_features_ref,
+    discriminator_ref,
+    generator_ref,
+    mapping_ref,
+)
 
 WIDTHS = {4: 16, 8: 16, 16: 12, 32: 8}
 
@@ -58,13 +63,7 @@ def test_discriminator_input_gradient_matches_reference():
     discriminator_ref(sd, ref_img).sum().backward()
     grad_logits = ref_img.grad.clone()
     ref_img.grad = None
-    x = conv_layer_ref(ref_img, sd, "convs.0")
-    feats = [x]
-    for i in (1, 2):
-        y = conv_layer_ref(conv_layer_ref(x, sd, f"convs.{i}.conv1"), sd, f"convs.{i}.conv2",
-                           down=True)
-        x = (y + conv_layer_ref(x, sd, f"convs.{i}.skip", down=True, activate=False)) / 2 ** 0.5
-        feats.append(x)
+    feats = discriminator_features_ref(sd, ref_img)[:3]
     sum(f.square().sum() for f in feats).backward()
     assert torch.allclose(img.grad, grad_logits + ref_img.grad, atol=1e-8, rtol=1e-6)
 
@@ -156,15 +155,27 @@ def test_discriminator_matches_reference(batch):
     assert torch.allclose(out.double(), ref, atol=1e-4, rtol=1e-4)
 
 
-def test_discriminator_features_are_block_outputs():
+def test_discriminator_features_are_the_residual_blocks_after_the_stem():
     d = small_discriminator()
     img = torch.randn(2, 3, 32, 32)
     feats = d.features(img, 3)
-    assert [f.shape[1:] for f in feats] == [(8, 32, 32), (12, 16, 16), (16, 8, 8)]
-    assert torch.equal(feats[0], d.convs[0](img))
-    assert torch.allclose(feats[2], d.convs[2](d.convs[1](d.convs[0](img))))
-    with pytest.raises(ValueError):
-        d.features(img, 0)
+    # widths 8 (32 px stem) -> 12 (16 px) -> 16 (8 px) -> 16 (4 px): the stem is no feature
+    assert [f.shape[1:] for f in feats] == [(12, 16, 16), (16, 8, 8), (16, 4, 4)]
+    ref = discriminator_features_ref(f64(d.state_dict()), img.double())
+    for f, r in zip(feats, ref, strict=True):
+        assert torch.allclose(f.double(), r, atol=1e-5, rtol=1e-4)
+    assert len(d.features(img, 1)) == 1
+    for n in (0, 4):  # 3 residual blocks at 32 px
+        with pytest.raises(ValueError):
+            d.features(img, n)
+
+
+def test_discriminator_feature_shapes_match_the_release_at_128px_config_e():
+    d = Discriminator(128, channel_multiplier=1)
+    with torch.no_grad():
+        feats = d.features(torch.zeros(1, 3, 128, 128), 4)
+    assert [tuple(f.shape) for f in feats] == [(1, 256, 64, 64), (1, 512, 32, 32),
+                                               (1, 512, 16, 16), (1, 512, 8, 8)]
 
 
 def test_bfloat16_autocast_path_runs_and_stays_close():

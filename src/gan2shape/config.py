@@ -1,7 +1,13 @@
 """Typed configuration of a reconstruction, presets, YAML files and command-line overrides.
 
-Setting names are the release's (configs/*.yml), so its YAML files load as they are: the
-keys that only drove its trainer, logger or distributed set-up are accepted and ignored.
+Setting names are the release's (configs/*.yml), so its YAML files load as they are. Every
+key is used or refused: the keys that only drove its trainer, logger or distributed set-up
+are skipped with a one-line notice naming them; its file paths (``gan_ckpt``,
+``img_list_path``, ``img_root``, ``latent_root``, ``pretrain``) are the defaults of the
+command's options (an option given on the command line wins); ``gan_size`` and
+``channel_multiplier`` are checked against the GAN checkpoint; ``reset_weight: false`` and
+``joint_train: true``, which this tool does not do per image, are refused with the command to
+use instead.
 A configuration is built as: dataclass defaults <- preset YAML <- user YAML <- overrides
 (``key=value``, value in YAML syntax; ``stage_len_dict.step1=50`` sets one entry).
 """
@@ -12,6 +18,7 @@ import dataclasses
 import difflib
 import math
 import os
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -33,7 +40,7 @@ SAMPLE_PARAMS = ("predicted", "rendered")
 CONVENTIONS = ("clean", "release")
 
 # Keys of the release's YAML files that drove its trainer, logging or multi-GPU set-up;
-# they have no meaning here and are skipped when such a file is loaded.
+# they have no meaning here and are skipped (with a notice) when such a file is loaded.
 RELEASE_IGNORED = frozenset({
     "checkpoint_dir", "save_checkpoint_freq", "keep_num_checkpoint", "use_logger", "log_freq",
     "independent", "share_weight", "save_results", "model_name", "num_scale", "tex_cube_size",
@@ -60,8 +67,10 @@ class ReconConfig:
     category: str = "face"
     image_size: int = 128
     crop: int | None = None
-    gan_size: int = 128
-    channel_multiplier: int = 1
+    # The GAN the settings were made for (None: any); checked against the checkpoint by
+    # :meth:`check_gan`, which fills them in from it.
+    gan_size: int | None = None
+    channel_multiplier: int | None = None
     truncation: float = 1.0
     # stage schedule
     num_stage: int = 4
@@ -69,6 +78,9 @@ class ReconConfig:
     stage_len_dict2: dict[str, int] | None = field(default_factory=lambda: _steps(200, 500, 300))
     flip1_cfg: list[bool] = field(default_factory=lambda: [False] * 4)
     flip3_cfg: list[bool] = field(default_factory=lambda: [True, False, False, False])
+    # The release's switches for carrying networks from one image to the next and for joint
+    # training; here every image starts from the initial weights (reset_weight true) and
+    # joint training is its own command (``gan2shape pretrain``), so only these values pass.
     reset_weight: bool = True
     joint_train: bool = False
     # method switches
@@ -157,7 +169,8 @@ class ReconConfig:
     # network widths (None: the release's, needed to load its weights)
     nf: int | None = None
     enc_nf: int = 32
-    # files (the command line overrides them)
+    # files: defaults of the commands' options (--view-prior, --light-prior, --pretrained,
+    # --gan, --image-list, --image-root, --latent-root); an option given wins
     view_mvn_path: str | None = None
     light_mvn_path: str | None = None
     pretrain: str | None = None
@@ -252,6 +265,33 @@ class ReconConfig:
              f"nf must be a multiple of {gn_base} at {size} px (GroupNorm groups)")
         need(self.enc_nf >= 1, "enc_nf must be >= 1")
         need(0 < self.truncation <= 1, "truncation must be in (0, 1]")
+        need(self.reset_weight, "reset_weight false (carrying one image's trained networks to "
+             "the next) is not supported: every image starts from the initial weights; for "
+             "weights shared by many images use 'gan2shape pretrain'")
+        need(not self.joint_train, "joint_train true: joint training over many images is "
+             "'gan2shape pretrain', not a setting of 'reconstruct'")
+        need(self.gan_size is None or (self.gan_size >= 4
+                                       and math.log2(self.gan_size).is_integer()),
+             f"gan_size must be a power of two, got {self.gan_size}")
+        need(self.channel_multiplier in (None, 1, 2), "channel_multiplier must be 1 or 2")
+
+    def check_gan(self, size: int, channel_multiplier: int | None) -> None:
+        """Check the GAN's output size and channel multiplier (None: not a standard width
+        table) against ``gan_size`` / ``channel_multiplier`` and fill in those left open, so
+        that the saved configuration names the GAN it ran with."""
+        if self.gan_size is not None and self.gan_size != size:
+            raise UserError(f"config: the settings are for a {self.gan_size} px GAN (gan_size) "
+                            f"but the checkpoint is {size} px: choose a preset made for it or "
+                            f"pass --set gan_size={size}")
+        if None not in (self.channel_multiplier, channel_multiplier) and \
+                self.channel_multiplier != channel_multiplier:
+            raise UserError(f"config: the settings are for channel_multiplier "
+                            f"{self.channel_multiplier} but the checkpoint has the widths of "
+                            f"{channel_multiplier}: pass --set "
+                            f"channel_multiplier={channel_multiplier}")
+        self.gan_size = size
+        if channel_multiplier is not None:
+            self.channel_multiplier = channel_multiplier
 
 
 def _type_name(tp: Any) -> str:
@@ -339,6 +379,10 @@ def _unknown(key: str, source: str) -> UserError:
 
 
 def _merge(settings: dict[str, Any], data: dict[str, Any], source: str) -> None:
+    skipped = [str(k) for k in data if k in RELEASE_IGNORED]
+    if skipped:
+        print(f"note: {source}: skipping the release's trainer/logging keys "
+              f"{', '.join(skipped)} (they have no meaning here)", file=sys.stderr)
     for key, value in data.items():
         if key in RELEASE_IGNORED:
             continue

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import UserError
 from ..fileio import load_torch, save_torch
-from .networks import Discriminator, Generator
+from .networks import Discriminator, Generator, default_channels
 
 GAN2SHAPE_WEIGHT_KEYS = ("netD", "netA", "netV", "netL", "netEnc")
 
@@ -32,6 +32,15 @@ class StyleGAN2:
     discriminator: Discriminator | None
     size: int
     latent_avg: torch.Tensor | None = None
+
+    @property
+    def channel_multiplier(self) -> int | None:
+        """The rosinality channel multiplier (1: config-e, 2: config-f) whose width table the
+        generator has, or None for other widths (this project's embedded GAN, say) and below
+        64 px, where both tables agree."""
+        matches = [m for m in (1, 2) if all(default_channels(m)[r] == c
+                                            for r, c in self.generator.channels.items())]
+        return matches[0] if len(matches) == 1 else None
 
 
 def _tensor(sd: dict, key: str, what: str) -> torch.Tensor:

@@ -112,7 +112,7 @@ class DiscriminatorFeatures:
     """
 
     def __init__(self, discriminator: torch.nn.Module, n_blocks: int = D_FEATURE_BLOCKS):
-        n_blocks = min(n_blocks, len(discriminator.convs))
+        n_blocks = min(n_blocks, discriminator.n_feature_blocks)
         self.discriminator = discriminator
         self.n_blocks = n_blocks
 

@@ -298,13 +298,22 @@ class Discriminator(nn.Module):
             EqualLinear(table[4], 1),
         )
 
+    @property
+    def n_feature_blocks(self) -> int:
+        """How many features :meth:`features` can give: the residual blocks."""
+        return len(self.convs) - 1
+
     def features(self, img: torch.Tensor, n: int) -> list[torch.Tensor]:
-        """Outputs of the first n blocks (block 0 = the 1x1 stem conv), full resolution first."""
-        if not 1 <= n <= len(self.convs):
-            raise ValueError(f"n must be in [1, {len(self.convs)}], got {n}")
+        """Outputs of the first n residual blocks, full resolution first: the release's
+        ``ftr_num`` features. The 1x1 stem conv (``convs[0]``) runs but is not a feature, so
+        feature k is the output of ``convs[k + 1]``: at 128 px, channel multiplier 1, the
+        first four are (B, 256, 64, 64), (B, 512, 32, 32), (B, 512, 16, 16), (B, 512, 8, 8).
+        """
+        if not 1 <= n <= self.n_feature_blocks:
+            raise ValueError(f"n must be in [1, {self.n_feature_blocks}], got {n}")
+        out = self.convs[0](img)
         feats = []
-        out = img
-        for block in self.convs[:n]:
+        for block in self.convs[1:n + 1]:
             out = block(out)
             feats.append(out)
         return feats

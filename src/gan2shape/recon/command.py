@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +44,9 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """Images, latents, GAN, settings, masks and device: shared with ``gan2shape pretrain``."""
     parser.add_argument("images", nargs="*", type=Path, metavar="IMG",
                         help="square RGB images (GAN samples or inverted photos)")
-    parser.add_argument("--gan", required=True, type=Path, metavar="CKPT",
-                        help="StyleGAN2 checkpoint (rosinality format: 'g_ema' and 'd')")
+    parser.add_argument("--gan", type=Path, metavar="CKPT",
+                        help="StyleGAN2 checkpoint (rosinality format: 'g_ema' and 'd'); "
+                        "default: the config's gan_ckpt")
     src = parser.add_argument_group("latents")
     src.add_argument("--latent", nargs="+", type=Path, default=[], metavar="W.pt",
                      help="one W latent file per image, in the order of the images")
@@ -54,10 +56,13 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
                      help="find each image's latent by GAN inversion (no latent files)")
     rel = parser.add_argument_group("the release's data layout")
     rel.add_argument("--image-list", type=Path, metavar="FILE",
-                     help="one image path per line, relative to --image-root")
-    rel.add_argument("--image-root", type=Path, metavar="DIR")
+                     help="one image path per line, relative to --image-root (default: the "
+                     "config's img_list_path, when no IMG is given)")
+    rel.add_argument("--image-root", type=Path, metavar="DIR",
+                     help="default: the config's img_root")
     rel.add_argument("--latent-root", type=Path, metavar="DIR",
-                     help="latents at the images' relative paths with the suffix .pt")
+                     help="latents at the images' relative paths with the suffix .pt "
+                     "(default: the config's latent_root)")
     rel.add_argument("--gt-depth-root", type=Path, metavar="DIR",
                      help="ground-truth depth PNGs at the images' relative paths")
     parser.add_argument("--preset", default="celeba", choices=available_presets(),
@@ -67,7 +72,8 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override one setting (repeatable)")
     parser.add_argument("--pretrained", type=Path, metavar="PTH",
-                        help="GAN2Shape weights (netD, netA, netV, netL, netEnc) to start from")
+                        help="GAN2Shape weights (netD, netA, netV, netL, netEnc) to start from "
+                        "(default: the config's pretrain)")
     parser.add_argument("--mask", nargs="+", type=Path, default=[], metavar="PNG",
                         help="object mask image(s): one for all images or one per image")
     parser.add_argument("--gt-depth", nargs="+", type=Path, default=[], metavar="PNG",
@@ -201,6 +207,31 @@ def latent_by_inversion(image_path: Path, gan, device: torch.device) -> torch.Te
     return invert.invert_image(image_path, gan, device=device)
 
 
+# option -> the config key that is its default (the release's YAML files carry these paths)
+CONFIG_PATH_OPTIONS = {"gan": "gan_ckpt", "image_list": "img_list_path",
+                       "image_root": "img_root", "latent_root": "latent_root",
+                       "pretrained": "pretrain"}
+
+
+def apply_config_paths(args, cfg) -> None:
+    """The config's file paths as defaults of the options that were not given; the config
+    then records the paths actually used. An image list of the config is not used when
+    images are given as arguments (a notice says so)."""
+    for option, key in CONFIG_PATH_OPTIONS.items():
+        from_config = getattr(cfg, key)
+        if option == "image_list" and args.images and from_config is not None:
+            print(f"note: the config's img_list_path {from_config} is not used: images are "
+                  "given as arguments", file=sys.stderr)
+            setattr(cfg, key, None)
+            continue
+        if getattr(args, option) is None and from_config is not None:
+            setattr(args, option, Path(from_config))
+        value = getattr(args, option)
+        setattr(cfg, key, None if value is None else str(value))
+    if args.gan is None:
+        raise UserError("no GAN given: pass --gan CKPT (or set gan_ckpt in the --config file)")
+
+
 def prepare(args, group: Group = SINGLE):
     """Config, jobs, device, GAN and latents from the arguments; every input is checked
     here, before any long work starts. Under torchrun (``group``), each process gets its
@@ -214,9 +245,11 @@ def prepare(args, group: Group = SINGLE):
     if args.light_prior is not None:
         overrides.append(f"light_mvn_path={args.light_prior}")
     cfg = load_config(args.preset, args.config, overrides)
+    apply_config_paths(args, cfg)
     jobs = make_jobs(args)
     device = process_device(group, resolve_device(args.device or cfg.device))
     gan = load_stylegan2(args.gan, device=device)
+    cfg.check_gan(gan.size, gan.channel_multiplier)
     style_dim = gan.generator.style_dim
     latents = [load_latent(j.latent, style_dim) if j.latent is not None else None
                for j in jobs]

@@ -80,8 +80,10 @@ def discriminator_feature_loss(discriminator: nn.Module, fake: torch.Tensor,
     """Sum over the first ``n_blocks`` discriminator blocks of the masked feature L1.
 
     fake, real: (B, 3, H, W) in [-1, 1]; mask (B, 1, H, W). The real image's features are
-    computed without gradients. ``discriminator.features(img, n)`` gives the block outputs.
+    computed without gradients. ``discriminator.features(img, n)`` gives the block outputs;
+    a discriminator with fewer blocks (a small GAN) contributes all it has.
     """
+    n_blocks = min(n_blocks, discriminator.n_feature_blocks)
     with torch.no_grad():
         real_features = discriminator.features(real.detach(), n_blocks)
     fake_features = discriminator.features(fake, n_blocks)

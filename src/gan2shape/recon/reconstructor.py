@@ -153,6 +153,7 @@ class Reconstructor:
                  sequences: SequenceSpec | None = None, progress: bool = True,
                  projector: steps.Projector | None = None):
         cfg = config
+        cfg.check_gan(gan.size, gan.channel_multiplier)
         self.cfg = cfg
         self.device = torch.device(device) if device is not None else \
             next(gan.generator.parameters()).device

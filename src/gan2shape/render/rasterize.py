@@ -35,13 +35,14 @@ _MIN_DET = 1e-10
 def grid_faces(height: int, width: int, device=None) -> torch.Tensor:
     """Faces (2 (H-1)(W-1), 3) of the grid mesh over an H x W vertex grid (row-major ids).
 
-    Each 2x2 cell (tl, tr, bl, br) is split along the tl-br diagonal into (tl, br, tr) and
-    (tl, bl, br), as the release does (the diagonal decides the piecewise-planar surface).
+    Each 2x2 cell (tl, tr, bl, br) is split as the release splits it, along the diagonal
+    from top-right to bottom-left, into (tl, bl, tr) and (tr, bl, br). The diagonal decides
+    the piecewise-planar surface, so it is geometry, the same for both ``conventions``.
     """
     ids = torch.arange(height * width, device=device).view(height, width)
     tl, tr, bl, br = ids[:-1, :-1], ids[:-1, 1:], ids[1:, :-1], ids[1:, 1:]
-    upper = torch.stack([tl, br, tr], dim=-1).reshape(-1, 3)
-    lower = torch.stack([tl, bl, br], dim=-1).reshape(-1, 3)
+    upper = torch.stack([tl, bl, tr], dim=-1).reshape(-1, 3)
+    lower = torch.stack([tr, bl, br], dim=-1).reshape(-1, 3)
     return torch.cat([upper, lower], dim=0)
 
 
