@@ -17,7 +17,7 @@ SIZE = 48
 
 
 def _rays(size):
-    """Pixel rays (S, S, 3) = (xn, yn, 1) from the camera definition of METHOD.md."""
+    """Pixel rays (S, S, 3) = (xn, yn, 1) from the camera definition of docs/method.md section 1."""
     focal = (size - 1) / 2 / math.tan(math.radians(10.0) / 2)
     c = (torch.arange(size, dtype=torch.float64) - (size - 1) / 2) / focal
     yy, xx = torch.meshgrid(c, c, indexing="ij")

@@ -42,7 +42,7 @@ def test_mad_hand_case():
 
 def plane_depth(size, theta_deg, fov_deg=10.0):
     """Depth of the plane through (0, 0, 1) with normal (sin t, 0, cos t), seen by the
-    pinhole camera of METHOD.md section 1 (fx = (S - 1) / 2 / tan(fov / 2))."""
+    pinhole camera of docs/method.md section 1 (fx = (S - 1) / 2 / tan(fov / 2))."""
     t = math.radians(theta_deg)
     f = (size - 1) / 2 / math.tan(math.radians(fov_deg) / 2)
     u = torch.arange(size, dtype=torch.float64).view(1, 1, size).expand(1, size, size)
@@ -64,7 +64,7 @@ def test_plane_vs_tilted_plane_has_the_tilt_as_mad():
 def test_release_normal_floor_on_a_plane_at_64px():
     # |tu x tv| = (2 d / f)^2 for a fronto-parallel plane at depth d = 1; the release divides
     # by that + 1e-7, so <n, n> = (L / (L + 1e-7))^2 and the MAD of a plane with itself is
-    # acos of that: about 6.5 deg at 64 px (METHOD.md section 8).
+    # acos of that: about 6.5 deg at 64 px (docs/method.md section 8).
     f = 31.5 / math.tan(math.radians(5))
     length = (2 / f) ** 2
     want = math.degrees(math.acos((length / (length + 1e-7)) ** 2))

@@ -200,7 +200,7 @@ def test_output_file_list_matches_interfaces():
 
 def test_residual_prior_mode_starts_exactly_at_the_ellipsoid(gan, sample, monkeypatch):
     """prior_mode residual: no fitting steps, and before any step the depth is the ellipsoid
-    prior placed on the mask (METHOD.md section 8 formula), up to the border columns."""
+    prior placed on the mask (docs/method.md section 8 formula), up to the border columns."""
     from gan2shape.recon import priors
 
     monkeypatch.setattr(Reconstructor, "fit_prior", lambda *a, **k: pytest.fail("prior fit"))

@@ -1,4 +1,4 @@
-"""ReconConfig, presets (the release's values, METHOD.md section 4), YAML and overrides."""
+"""ReconConfig, presets (the release's values, docs/method.md section 4), YAML and overrides."""
 
 import pytest
 import yaml

@@ -1,4 +1,5 @@
-"""Raw network outputs -> physical factors, against hand computations (METHOD.md 1, 8)."""
+"""Raw network outputs -> physical factors, against hand computations (docs/method.md
+sections 1 and 8)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Masks, the ellipsoid prior (METHOD.md section 8 on known boxes), view/light priors."""
+"""Masks, the ellipsoid prior (docs/method.md section 8 on known boxes), view/light priors."""
 
 import math
 

@@ -38,7 +38,7 @@ def test_normals_of_planes_and_the_release_epsilon():
 
 
 def test_unit_length_floor_matches_method_note():
-    """METHOD.md: normals 0.3 % (64 px) to 1.3 % (128 px) short of unit length."""
+    """docs/method.md section 8: normals 0.3 % (64 px) to 1.3 % (128 px) short of unit length."""
     for size, short in ((64, 0.003), (128, 0.013)):
         depth = torch.ones(1, size, size, dtype=F64)
         length = normals_from_depth(depth)[0, size // 2, size // 2].norm().item()

@@ -54,7 +54,7 @@ def _steps(step1: int, step2: int, step3: int) -> dict[str, int]:
 
 @dataclass
 class ReconConfig:
-    """Every setting of a reconstruction (METHOD.md section 4), with the release's names.
+    """Every setting of a reconstruction (docs/method.md section 4), with the release's names.
 
     Stage schedule: ``num_stage`` stages; stage 1 runs ``stage_len_dict`` iterations of
     steps 1/2/3, later stages ``stage_len_dict2`` (``None``: the same as stage 1);

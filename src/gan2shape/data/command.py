@@ -1,6 +1,6 @@
 """``gan2shape make-data``: procedural face images with exact ground-truth depth.
 
-Layout under --out (interfaces.md):
+Layout under --out (docs/method.md section 5):
   images/<stem>.png   8-bit RGB
   depth/<stem>.png    16-bit ground-truth depth, release convention (near is bright)
   depth/<stem>.npy    float32 metric depth in the image's view (far 1.1 off the head)

@@ -73,7 +73,7 @@ def head_params(uniforms: torch.Tensor) -> dict[str, torch.Tensor]:
 def pixel_rays(size: int, fov_deg: float = 10.0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised ray coordinates of pixel columns and rows: (xn (S,), yn (S,)).
 
-    Pixel (u, v) at depth d is the point d * (xn[u], yn[v], 1) (METHOD.md section 1).
+    Pixel (u, v) at depth d is the point d * (xn[u], yn[v], 1) (docs/method.md section 1).
     """
     focal = (size - 1) / 2 / math.tan(math.radians(fov_deg) / 2)
     coords = (torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2) / focal

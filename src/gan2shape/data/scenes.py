@@ -5,7 +5,7 @@ Every sample is a pure function of (seed, index): its random numbers come from
 the number of samples, and a test split is just another seed.
 
 Views and lights are drawn uniformly in boxes of the release's RAW network parameters
-(METHOD.md section 1), so the priors written beside the data are the exact mean and
+(docs/method.md section 1), so the priors written beside the data are the exact mean and
 covariance of the distributions the data came from:
 
 - view raw (rx, ry, rz, tx, ty, tz) = (pitch, yaw, roll) / (60 deg) and (tx, ty) / 0.1;

@@ -1,4 +1,4 @@
-"""SIDE and MAD (METHOD.md sections 6 and 8), their mask, and ground-truth depth PNGs.
+"""SIDE and MAD (docs/method.md sections 6 and 8), their mask, and ground-truth depth PNGs.
 
 Standalone math: depths (B, H, W), normals (B, H, W, 3), masks (B, H, W) in {0, 1}.
 """
@@ -57,7 +57,7 @@ def mad(pred_normals: torch.Tensor, gt_normals: torch.Tensor, mask: torch.Tensor
     """Mean angular deviation in degrees per image (B,) (CONTRACT).
 
     Mean over mask of acos(clamp(<n_pred, n_gt>, -1, 1)), the release's formula (its
-    normals are slightly short of unit length; no renormalisation here, METHOD.md 8).
+    normals are slightly short of unit length; no renormalisation here, docs/method.md section 8).
     """
     cos = (pred_normals * gt_normals).sum(-1).clamp(-1, 1)
     return _masked_mean(torch.rad2deg(cos.acos()), mask.to(cos.dtype))

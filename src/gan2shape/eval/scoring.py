@@ -28,7 +28,7 @@ def score_depth(pred_depth: torch.Tensor, gt_depth: torch.Tensor,
 
     ``valid_mask`` (B, H, W) defaults to :func:`valid_render_mask` of the prediction.
     ``unit_normals`` renormalises the normals before MAD, removing the release's floor
-    (about 6.5 deg at 64 px, 13 deg at 128 px; METHOD.md section 8); the default keeps it,
+    (about 6.5 deg at 64 px, 13 deg at 128 px; docs/method.md section 8); the default keeps it,
     so that numbers compare with published ones.
     Returns {'side': (B,), 'mad_deg': (B,), 'pixels': (B,) mask sizes}.
     """

@@ -1,7 +1,7 @@
 """Factor maps as image files: 16-bit depth PNG + .npy, normal, albedo, shading, RGB.
 
 Images in [-1, 1] are written as 8-bit RGB. The depth PNG follows the release's
-ground-truth convention (METHOD.md section 6): g in [0, 1] with depth =
+ground-truth convention (docs/method.md section 6): g in [0, 1] with depth =
 rescale((1 - g) * 2 - 1), so near is bright and the file can be compared with the
 release's ground-truth depth PNGs.
 """

@@ -4,7 +4,7 @@ Inputs are given either as image files with one latent each (``--latent W.pt ...
 same order, or ``--latent-dir DIR`` holding ``<stem>.pt``), or in the release's layout
 (``--image-list FILE --image-root DIR --latent-root DIR``: one image path per line,
 relative to the image root; latents at the same relative path with ``.pt``). Each image's
-outputs go to ``<out>/<stem>/`` (interfaces.md); a finished image is skipped when the
+outputs go to ``<out>/<stem>/`` (docs/method.md section 5); a finished image is skipped when the
 command is run again, an interrupted one resumes from its last stage checkpoint. Started
 by torchrun, the processes split the images (:func:`run`).
 """

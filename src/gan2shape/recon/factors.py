@@ -1,4 +1,4 @@
-"""Raw network outputs -> the physical factors of image formation (METHOD.md sections 1, 8).
+"""Raw network outputs -> the physical factors of image formation (docs/method.md sections 1 and 8).
 
 depth:  raw (B, 1, S, S) -> tanh(raw - per-image mean) rescaled to [min_depth, max_depth],
         then the release's 2-column left/right border blend.

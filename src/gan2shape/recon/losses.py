@@ -1,4 +1,4 @@
-"""Losses of the three steps (METHOD.md section 2).
+"""Losses of the three steps (docs/method.md section 2).
 
 photometric_loss         masked mean |recon - target| (L1)
 smoothness_loss          mean |second-order differences| (dxx, dxy, dyx, dyy)

@@ -6,7 +6,7 @@ and shapes are exactly the release's and its GAN2Shape checkpoints load with
 ``strict=True``. Activation layers are kept as separate modules because they take up
 indices in the ``nn.Sequential`` and therefore decide the key names.
 
-Widths (METHOD.md section 4): ``nf = max(4096 // image_size, 16)``, GroupNorm base 8 at
+Widths (docs/method.md section 4): ``nf = max(4096 // image_size, 16)``, GroupNorm base 8 at
 128 px and above (16 below), bottleneck 256, latent-encoder width 32 with 512 outputs.
 Image sizes are powers of two from 64 px; every extra octave above 64 adds one down block
 and one up block.
@@ -199,7 +199,7 @@ class ResEncoder(nn.Module):
 
 
 def network_widths(image_size: int) -> tuple[int, int]:
-    """(nf, GroupNorm base) of the factor networks at ``image_size`` (METHOD.md section 4)."""
+    """(nf, GroupNorm base) of the factor networks at ``image_size`` (docs/method.md section 4)."""
     return max(4096 // image_size, 16), (8 if image_size >= 128 else 16)
 
 

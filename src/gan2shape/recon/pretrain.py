@@ -1,4 +1,4 @@
-"""Joint pre-training (METHOD.md section 3): the stage loop over many images, shared weights.
+"""Joint pre-training (docs/method.md section 3): the stage loop over many images, shared weights.
 
 As in the release's joint mode, each iteration of a step takes the next image of a
 shuffled cycle: Step 1 on that image, then the Step-1 factors of every image are frozen

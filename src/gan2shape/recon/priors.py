@@ -17,10 +17,10 @@ truth depth below the background), intersection over union with the true object:
 sits (a box that is too large gives a too-wide initial shape) and, with ``use_mask``, which
 pixels the pseudo samples keep.
 
-Shape prior: an ellipsoid on the mask's bounding box (METHOD.md section 8) and the routine
+Shape prior: an ellipsoid on the mask's bounding box (docs/method.md section 8) and the routine
 that fits the depth network to it. View and light: multivariate normals loaded from the
 release's ``{'mean', 'cov'}`` files, in the raw network convention (tanh outputs before
-scaling, METHOD.md section 1).
+scaling, docs/method.md section 1).
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ from .sequences import SequenceSpec, make_sequences
 
 CHECKPOINT_VERSION = 1
 
-# Per-image output files (interfaces.md); metrics.json is written last and marks completion.
+# Per-image output files (docs/method.md section 5); metrics.json is written last and
+# marks completion.
 OUTPUT_FILES = (
     "depth.png", "depth.npy", "normal.png", "albedo.png", "shading.png", "canonical.png",
     "view.json", "light.json", "mesh.obj", "mesh.mtl", "texture.png", "rotation.gif",
@@ -96,8 +97,8 @@ class ReconResult:
     extra: dict = field(default_factory=dict)
 
     def export(self, out_dir: str | os.PathLike) -> Path:
-        """Write every output file of interfaces.md into out_dir (atomically, file by file;
-        metrics.json last, so its presence means the folder is complete)."""
+        """Write every output file of docs/method.md section 5 into out_dir (atomically,
+        file by file; metrics.json last, so its presence means the folder is complete)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         export.save_depth(self.view_depth, out / "depth.png", out / "depth.npy",
@@ -430,7 +431,7 @@ class Reconstructor:
 
     def depth_metrics(self, view_depth: torch.Tensor, view_mask: torch.Tensor,
                       gt_depth: torch.Tensor) -> dict[str, float]:
-        """SIDE and MAD (METHOD.md section 6) of the depth in the input view against gt."""
+        """SIDE and MAD (docs/method.md section 6) of the depth in the input view against gt."""
         from ..eval import evaluation_mask, mad, side
 
         cfg = self.cfg

@@ -1,4 +1,4 @@
-"""The three steps of GAN2Shape (METHOD.md section 3) for one target image.
+"""The three steps of GAN2Shape (docs/method.md section 3) for one target image.
 
 Step 1 trains the albedo network to explain the input image with depth, view and light held
 fixed. Step 2 renders pseudo samples (the current shape and albedo under random views and

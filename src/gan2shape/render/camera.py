@@ -1,4 +1,4 @@
-"""Pinhole camera and rigid view transforms (METHOD.md section 1).
+"""Pinhole camera and rigid view transforms (docs/method.md section 1).
 
 Pixel grids are x = column, y = row. The camera looks down +z; a pixel (u, v) of an image
 with depth d is the 3D point d * K^-1 (u, v, 1), with fx = fy = (W - 1) / 2 / tan(fov / 2)

@@ -1,4 +1,4 @@
-"""Normals from a depth map and Lambertian shading (METHOD.md sections 1 and 8)."""
+"""Normals from a depth map and Lambertian shading (docs/method.md sections 1 and 8)."""
 
 import torch
 
