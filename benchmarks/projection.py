@@ -3,7 +3,8 @@ embedded model's held-out test faces, where the truth is known.
 
     python benchmarks/projection.py [--images 8] [--first 0] [--gan CKPT] [--preset demo]
         [--set KEY=VALUE ...] [--samples 16] [--invert-steps 300] [--fit-steps 200]
-        [--true-light] [--threads 1]
+        [--true-light] [--family-fit] [--no-gan] [--family-steps 400] [--restarts 8]
+        [--threads 1]
 
 GAN2Shape learns shape only from how the GAN changes a pseudo sample when it projects it:
 the pseudo sample shows the current (prior) shape under a new light, and a GAN that knows
@@ -28,6 +29,17 @@ when it adds nothing, below 0 when it moves the samples away from the truth. A b
 ``--true-light`` gives Step 1 each face's true light (in the input's view frame,
 ``heldout.input_light``) instead of the light network's estimate (the prior's mean at the
 start): how much of the pseudo samples' error is the input's light.
+
+``--family-fit`` adds the family-fit ceiling: the same errors and ratio with the exact
+procedural family as the "generator" (``data.fit``). The family's numbers (head, light,
+background; the input's true view held fixed) are fitted to the input image from the
+family's centre (``--restarts``, the best kept), then from that fit to each pseudo sample
+and to each truth (``--family-steps`` of Adam on the whole-image L1): "family fit" and
+"family floor" take the places of "optimised" and "best fit". It is what a generator that
+models the family exactly can give. ``--no-gan`` skips the GAN (its inversion, Step 2 and
+the encoder); the GAN's discriminator is still Step 1's perceptual feature network (the
+preset's ``perceptual: discriminator``), and Step 2's pseudo batches are still drawn (and
+discarded) so the samples are the same as with the GAN.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ from tqdm import tqdm
 
 from gan2shape import embedded, heldout
 from gan2shape.config import load_config
+from gan2shape.data import fit
 from gan2shape.errors import UserError, run_script
 from gan2shape.gan import load_stylegan2
 from gan2shape.gan.invert import PoorFitWarning, invert, latent_for_image
@@ -68,6 +81,14 @@ def parse_args() -> argparse.Namespace:
                    help="W optimisation steps of the GAN's best fit of each truth")
     p.add_argument("--true-light", action="store_true",
                    help="Step 1 lights the input with its true light")
+    p.add_argument("--family-fit", action="store_true",
+                   help="also project the samples onto the exact procedural family")
+    p.add_argument("--no-gan", action="store_true",
+                   help="skip the GAN's projections (with --family-fit: the ceiling alone)")
+    p.add_argument("--family-steps", type=int, default=400,
+                   help="Adam steps of each family fit of the samples and truths")
+    p.add_argument("--restarts", type=int, default=8,
+                   help="family fits of the input image from the family's centre")
     p.add_argument("--threads", type=int, default=1)
     return p.parse_args()
 
@@ -98,9 +119,12 @@ def information_ratio(pseudo: float, projected: float, best: float) -> float:
 def measure_face(gan, cfg, index: int, args) -> dict[str, float]:
     scene = heldout.heldout_scenes([index])
     image = scene["image"][0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PoorFitWarning)
-        latent = latent_for_image(gan, image, steps=args.invert_steps)
+    if args.no_gan:
+        latent = torch.zeros(1, gan.generator.style_dim)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PoorFitWarning)
+            latent = latent_for_image(gan, image, steps=args.invert_steps)
     rec = Reconstructor(gan, cfg, device="cpu", progress=False, sequences=NO_SEQUENCES)
     ctx, stage = rec.ctx, stage_plan(cfg)[0]
     torch.manual_seed(cfg.seed)
@@ -110,62 +134,95 @@ def measure_face(gan, cfg, index: int, args) -> dict[str, float]:
     rec._train(steps.STEP1_NETS, stage.step1, "step 1",
                lambda: steps.step1_loss(ctx, target, stage.flip1))
     canon = steps.canon_of(ctx, target)
-    rec._train(steps.STEP2_NETS, stage.step2, "step 2",
-               lambda: steps.step2_loss(ctx, target, canon))
+    if args.no_gan:  # Step 2's draws, so that the samples are those of a run with the GAN
+        for _ in range(stage.step2):
+            steps.sample_pseudo(ctx, canon, cfg.batchsize)
+    else:
+        rec._train(steps.STEP2_NETS, stage.step2, "step 2",
+                   lambda: steps.step2_loss(ctx, target, canon))
     pseudo = steps.sample_pseudo(ctx, canon, args.samples)
     truth = heldout.truth_projector(scene, cfg)(pseudo)
-    with torch.no_grad():
-        projected = ctx.project(target, pseudo.images)[0]
-    def best_fit(images: torch.Tensor) -> torch.Tensor:
-        return invert(gan.generator, images, steps=args.fit_steps, init=latent, lr=FIT_LR,
-                      discriminator=gan.discriminator, latent_noise=0.0).images
-
     head = (scene["head_mask"][:1, None] > 0.5).float()
-    errors = {"pseudo": masked_error(pseudo.images, truth, head),
-              "projected": masked_error(projected, truth, head),
-              "optimised": masked_error(best_fit(pseudo.images), truth, head),
-              "best fit": masked_error(best_fit(truth), truth, head)}
-    errors["ratio"] = information_ratio(errors["pseudo"], errors["projected"],
-                                        errors["best fit"])
+    errors = {"pseudo": masked_error(pseudo.images, truth, head)}
+    if not args.no_gan:
+        with torch.no_grad():
+            projected = ctx.project(target, pseudo.images)[0]
+
+        def best_fit(images: torch.Tensor) -> torch.Tensor:
+            return invert(gan.generator, images, steps=args.fit_steps, init=latent, lr=FIT_LR,
+                          discriminator=gan.discriminator, latent_noise=0.0).images
+
+        errors.update({"projected": masked_error(projected, truth, head),
+                       "optimised": masked_error(best_fit(pseudo.images), truth, head),
+                       "best fit": masked_error(best_fit(truth), truth, head)})
+        errors["ratio"] = information_ratio(errors["pseudo"], errors["projected"],
+                                            errors["best fit"])
+    if args.family_fit:
+        errors.update(family_errors(scene, pseudo.images, truth, head, args))
+        errors["family ratio"] = information_ratio(errors["pseudo"], errors["family fit"],
+                                                   errors["family floor"])
     return errors
+
+
+def family_errors(scene: dict, pseudo: torch.Tensor, truth: torch.Tensor, head: torch.Tensor,
+                  args) -> dict[str, float]:
+    """Errors of the family's fits of the pseudo samples (N, 3, S, S) and of their truths,
+    both started from the family's fit of the input image (seen from its true view)."""
+    view_raw = scene["view_raw"][:1]
+    start = fit.fit_input(scene["image"][:1], view_raw, restarts=args.restarts)
+    n = pseudo.shape[0]
+
+    def family_fit(images: torch.Tensor) -> torch.Tensor:
+        return fit.fit_scenes(images, view_raw.expand(n, -1), start.uniforms.expand(n, -1),
+                              steps=args.family_steps).images
+
+    return {"family input": float(start.loss[0]),
+            "family fit": masked_error(family_fit(pseudo), truth, head),
+            "family floor": masked_error(family_fit(truth), truth, head)}
 
 
 def main() -> int:
     args = parse_args()
-    if min(args.images, args.samples, args.threads) < 1 or min(args.fit_steps,
-                                                                args.invert_steps,
-                                                                args.first) < 0:
-        raise UserError("--images, --samples and --threads must be >= 1, --first, "
-                        "--fit-steps and --invert-steps >= 0")
+    if min(args.images, args.samples, args.threads, args.restarts) < 1 or min(
+            args.fit_steps, args.invert_steps, args.first, args.family_steps) < 0:
+        raise UserError("--images, --samples, --restarts and --threads must be >= 1, --first, "
+                        "--fit-steps, --family-steps and --invert-steps >= 0")
+    if args.no_gan and not args.family_fit:
+        raise UserError("--no-gan leaves nothing to measure without --family-fit")
     torch.set_num_threads(args.threads)
     gan_path = args.gan or embedded.asset_path(embedded.GAN_FILE)
     gan = load_stylegan2(gan_path, device="cpu")
     priors = [f"view_mvn_path={embedded.asset_path(embedded.VIEW_PRIOR_FILE)}",
               f"light_mvn_path={embedded.asset_path(embedded.LIGHT_PRIOR_FILE)}"]
     cfg = load_config(args.preset, overrides=[*priors, *args.overrides, "pseudo_views=false"])
+    keys = ("pseudo",) + (() if args.no_gan else ("projected", "optimised", "best fit")) \
+        + (("family fit", "family floor") if args.family_fit else ())
+    ratios = (() if args.no_gan else ("ratio",)) + (("family ratio",) if args.family_fit else ())
     rows = []
     start = time.perf_counter()
     for index in tqdm(range(args.first, args.first + args.images), desc="test faces",
                       unit="face"):
         rows.append(measure_face(gan, cfg, index, args))
         r = rows[-1]
-        tqdm.write(f"test{index:04d}: pseudo {r['pseudo']:.4f} projected {r['projected']:.4f} "
-                   f"optimised {r['optimised']:.4f} best fit {r['best fit']:.4f} "
-                   f"ratio {r['ratio']:+.2f}")
+        tqdm.write(f"test{index:04d}: " + " ".join(f"{k} {r[k]:.4f}" for k in keys) + " "
+                   + " ".join(f"{k} {r[k]:+.2f}" for k in ratios))
     light = ", true input light" if args.true_light else ""
     last = args.first + args.images - 1
-    print(f"GAN {gan_path}, preset {args.preset} {' '.join(args.overrides)}{light}, "
+    gan_name = "no GAN (discriminator only)" if args.no_gan else f"GAN {gan_path}"
+    print(f"{gan_name}, preset {args.preset} {' '.join(args.overrides)}{light}, "
           f"{args.samples} relit pseudo samples per face, test faces {args.first}..{last}, "
           f"{time.perf_counter() - start:.0f} s")
     means = {}
-    for key in ("pseudo", "projected", "optimised", "best fit"):
+    for key in keys:
         values = [r[key] for r in rows]
         means[key] = statistics.fmean(values)
         spread = statistics.stdev(values) if len(values) > 1 else float("nan")
-        print(f"  {key:10s} {means[key]:.4f} ± {spread:.4f}")
-    for key in ("projected", "optimised"):
-        ratio = information_ratio(means["pseudo"], means[key], means["best fit"])
-        print(f"  information ratio of the means, {key}: {ratio:+.2f}")
+        print(f"  {key:12s} {means[key]:.4f} ± {spread:.4f}")
+    floors = {"projected": "best fit", "optimised": "best fit", "family fit": "family floor"}
+    for key, floor in floors.items():
+        if key in means:
+            ratio = information_ratio(means["pseudo"], means[key], means[floor])
+            print(f"  information ratio of the means, {key}: {ratio:+.2f}")
     return 0
 
 

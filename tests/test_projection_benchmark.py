@@ -45,6 +45,24 @@ def test_end_to_end_tiny_schedule():
     assert "information ratio of the means, optimised" in out
 
 
+def test_family_fit_tiny_schedule_without_the_gan():
+    cmd = [sys.executable, str(SCRIPT), "--images", "1", "--first", "2", "--samples", "2",
+           "--family-fit", "--no-gan", "--family-steps", "3", "--restarts", "2",
+           "--set", "stage_len_dict={step1: 1, step2: 1, step3: 1}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert "no GAN (discriminator only)" in out
+    for key in ("pseudo", "family fit", "family floor"):
+        assert f"  {key}" in out
+    assert "  projected" not in out and "optimised" not in out
+    assert "information ratio of the means, family fit" in out
+
+
+def test_no_gan_alone_is_refused():
+    cmd = [sys.executable, str(SCRIPT), "--no-gan"]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    assert run.returncode != 0 and "--family-fit" in run.stderr
+
+
 def test_true_light_lights_the_input_with_the_scene_light(bench):
     from gan2shape import embedded, heldout
     from gan2shape.config import load_config

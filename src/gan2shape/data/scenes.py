@@ -82,6 +82,25 @@ _VIEW = slice(32, 32 + len(ROTATION_RAW_RANGES) + 2)
 _LIGHT = slice(40, 40 + len(LIGHT_RAW_RANGES))
 _BACKGROUND = slice(48, 48 + len(BACKGROUND_RANGES))
 
+# The versions of the family (``make-data --family``); v1 is the default, kept so that old
+# tables stay reproducible.
+FAMILIES = ("v1",)
+
+
+def check_family(family: str) -> str:
+    """The family's name, or ValueError for an unknown one."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r} (choose from {', '.join(FAMILIES)})")
+    return family
+
+
+def uniform_slots(family: str, parts: Sequence[str]) -> list[slice]:
+    """The slices of a sample's uniforms (N_UNIFORMS) that hold the named parts of a scene
+    (any of 'head', 'view', 'light', 'background') in the family's layout."""
+    check_family(family)
+    layout = {"head": _HEAD, "view": _VIEW, "light": _LIGHT, "background": _BACKGROUND}
+    return [layout[name] for name in parts]
+
 
 def sample_uniforms(seed: int, indices: Sequence[int]) -> torch.Tensor:
     """Uniforms (B, N_UNIFORMS) float64 in [0, 1), one reproducible stream per (seed, index)."""
@@ -126,8 +145,9 @@ def view_from_raw(raw: torch.Tensor) -> torch.Tensor:
     return raw * scale
 
 
-def lights_raw(u: torch.Tensor) -> torch.Tensor:
-    """Raw lights (B, 4) = (l0, l1, lx, ly) from uniforms (B, N_UNIFORMS)."""
+def lights_raw(u: torch.Tensor, family: str = "v1") -> torch.Tensor:
+    """Raw lights (B, 4) = (l0, l1, lx, ly) of the family from uniforms (B, N_UNIFORMS)."""
+    check_family(family)
     return _boxes(u[:, _LIGHT], LIGHT_RAW_RANGES)
 
 
@@ -175,8 +195,10 @@ def render_scenes(seed: int, indices: Sequence[int], size: int = 64,
 
 
 def render_batch(u: torch.Tensor, view_raw: torch.Tensor, light_raw: torch.Tensor,
-                 size: int = 64, features: bool = True) -> dict[str, torch.Tensor]:
-    """Render heads from uniforms u (B, N_UNIFORMS) under raw views (B, 6) and lights (B, 4).
+                 size: int = 64, features: bool = True, family: str = "v1"
+                 ) -> dict[str, torch.Tensor]:
+    """Render the family's heads from uniforms u (B, N_UNIFORMS) under raw views (B, 6) and
+    lights (B, 4) (differentiable in all three).
 
     ``features=False`` renders the bare ellipsoid heads (analytic tests).
     Returns a dict of tensors: image (B, 3, S, S) in [-1, 1]; depth (B, S, S) ground-truth
@@ -184,6 +206,7 @@ def render_batch(u: torch.Tensor, view_raw: torch.Tensor, light_raw: torch.Tenso
     view (B, 6) physical; view_raw (B, 6); light_raw (B, 4); background (B, 3) in [0, 1];
     canon_depth (B, S, S); canon_albedo (B, 3, S, S) in [0, 1].
     """
+    check_family(family)
     depth, albedo, mask = canonical_heads(u[:, _HEAD].float(), size, FOV_DEG, features)
     view = view_from_raw(view_raw).float()
     ambient, diffuse, direction = light_from_raw(light_raw.float())

@@ -1,0 +1,95 @@
+"""Fit the procedural family's own numbers to images through the differentiable renderer.
+
+The family-fit ceiling of ``benchmarks/projection.py --family-fit``: a "generator" that is
+the exact family, whose projection of an image is the family member (head, light,
+background; the view held fixed) that reproduces it best. The free numbers are a scene's
+uniforms (``scenes.sample_uniforms``' layout, each in (0, 1) through a sigmoid, so heads and
+lights stay inside the family's ranges), fitted by Adam to the whole-image L1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import scenes
+
+# Uniforms this close to 0 or 1 are pulled inside before the logit (finite start).
+_EDGE = 1e-4
+
+
+@dataclass
+class FamilyFit:
+    """The best family member found for each image: uniforms (B, N_UNIFORMS) in (0, 1),
+    images (B, 3, S, S) in [-1, 1] rendered from them, loss (B,) their whole-image L1."""
+
+    uniforms: torch.Tensor
+    images: torch.Tensor
+    loss: torch.Tensor
+
+
+def free_slots(family: str = "v1") -> torch.Tensor:
+    """Boolean (N_UNIFORMS,): the uniforms a fit moves (head, light, background)."""
+    free = torch.zeros(scenes.N_UNIFORMS, dtype=torch.bool)
+    for part in scenes.uniform_slots(family, ("head", "light", "background")):
+        free[part] = True
+    return free
+
+
+def render_uniforms(u: torch.Tensor, view_raw: torch.Tensor, size: int,
+                    family: str = "v1") -> torch.Tensor:
+    """Images (B, 3, S, S) in [-1, 1] of uniforms u (B, N_UNIFORMS) under raw views (B, 6),
+    each lit by its own light uniforms (differentiable in u)."""
+    return scenes.render_batch(u, view_raw, scenes.lights_raw(u, family), size,
+                               family=family)["image"]
+
+
+def fit_scenes(targets: torch.Tensor, view_raw: torch.Tensor, init: torch.Tensor,
+               steps: int = 400, lr: float = 0.05, family: str = "v1") -> FamilyFit:
+    """Fit one family member to each of targets (B, 3, S, S) in [-1, 1], seen from the fixed
+    raw views (B, 6), starting from uniforms init (B, N_UNIFORMS); the best iterate of each
+    image (by its L1) is kept."""
+    size = targets.shape[-1]
+    free = free_slots(family)
+    base = init.detach().float().clamp(_EDGE, 1 - _EDGE)
+    logits = torch.logit(base)[:, free].clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([logits], lr=lr)
+    best_loss = torch.full((targets.shape[0],), float("inf"))
+    best_u = base.clone()
+    for step in range(steps + 1):
+        u = base.clone()
+        u[:, free] = torch.sigmoid(logits)
+        with torch.set_grad_enabled(step < steps):
+            loss = (render_uniforms(u, view_raw, size, family) - targets).abs().mean((1, 2, 3))
+        better = loss.detach() < best_loss
+        best_loss = torch.where(better, loss.detach(), best_loss)
+        best_u[better] = u.detach()[better]
+        if step == steps:
+            break
+        optimiser.zero_grad()
+        loss.sum().backward()
+        optimiser.step()
+    with torch.no_grad():
+        images = render_uniforms(best_u, view_raw, size, family)
+    return FamilyFit(best_u, images, best_loss)
+
+
+def centre_uniforms(n: int, spread: float = 0.0, seed: int = 0) -> torch.Tensor:
+    """Uniforms (n, N_UNIFORMS) at the family's centre (all 0.5); rows after the first are
+    jittered by ``spread`` (standard deviation in logit units, seeded) for restarts."""
+    jitter = torch.randn(n, scenes.N_UNIFORMS, generator=torch.Generator().manual_seed(seed))
+    jitter[0] = 0
+    return torch.sigmoid(spread * jitter)
+
+
+def fit_input(image: torch.Tensor, view_raw: torch.Tensor, restarts: int = 8,
+              steps: int = 300, lr: float = 0.05, spread: float = 1.0, seed: int = 0,
+              family: str = "v1") -> FamilyFit:
+    """The family member closest to one image (1, 3, S, S) seen from view_raw (1, 6):
+    ``restarts`` fits from the family's centre (the first exactly there, the others
+    jittered), the best one kept (batch 1)."""
+    fits = fit_scenes(image.expand(restarts, -1, -1, -1), view_raw.expand(restarts, -1),
+                      centre_uniforms(restarts, spread, seed), steps, lr, family)
+    k = int(fits.loss.argmin())
+    return FamilyFit(fits.uniforms[k:k + 1], fits.images[k:k + 1], fits.loss[k:k + 1])
