@@ -150,14 +150,10 @@ def test_bad_inputs_give_one_line_errors(files, tmp_path, capsys):
     torch.save(torch.full((1, STYLE_DIM), float("nan")), nan)
     assert "NaN" in one_line_error(capsys, img0, "--gan", gan, "--latent", nan, "--out", out)
 
-    rect = tmp_path / "rect.png"
-    Image.new("RGB", (64, 48)).save(rect)
-    assert "not square" in one_line_error(capsys, rect, "--gan", gan, "--latent", w0,
-                                          "--out", out)
-    grey = tmp_path / "grey.png"
-    Image.new("L", (64, 64)).save(grey)
-    assert "expected an RGB image" in one_line_error(capsys, grey, "--gan", gan, "--latent",
-                                                     w0, "--out", out)
+    small = tmp_path / "small.png"  # 16 px for the tiny preset's 64: more than 2x upscaling
+    Image.new("RGB", (16, 24)).save(small)
+    assert "too small" in one_line_error(capsys, small, "--gan", gan, "--latent", w0,
+                                         "--out", out)
     assert "not found" in one_line_error(capsys, img0, "--gan", tmp_path / "missing.pt",
                                          "--latent", w0, "--out", out)
     assert "not found" in one_line_error(capsys, img0, "--gan", gan, "--latent", w0,

@@ -104,9 +104,12 @@ def test_load_mask(tmp_path):
     Image.fromarray(rgba).save(tmp_path / "cutout.png")
     cut = priors.load_mask(tmp_path / "cutout.png", 32)
     assert cut[0, 0, 4:12, 20:28].min() == 1 and cut.sum() == 64
-    Image.fromarray(np.zeros((32, 16), np.uint8)).save(tmp_path / "wide.png")
-    with pytest.raises(UserError, match="square"):
-        priors.load_mask(tmp_path / "wide.png", 16)
+    tall = np.zeros((32, 16), np.uint8)  # cropped to its centre square, as images are
+    tall[8:24, 4:8] = 255
+    tall[:8] = tall[24:] = 255  # outside the centre square: dropped
+    Image.fromarray(tall).save(tmp_path / "tall.png")
+    assert torch.equal(priors.load_mask(tmp_path / "tall.png")[0, 0],
+                       torch.from_numpy(tall[8:24] / 255).float())
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "empty.png")
     with pytest.raises(UserError, match="no object"):
         priors.load_mask(tmp_path / "empty.png", 16)

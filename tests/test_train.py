@@ -208,7 +208,7 @@ def test_command_line_run_outputs_and_refuses_to_overwrite(tmp_path, capsys):
     assert torch.load(out / "checkpoint.pt", weights_only=False)["iteration"] == 3
     assert "iteration 3 of 3" in capsys.readouterr().out
     assert cli.main(args(4, "--resume", "--minutes", "0")) == 2
-    assert "--minutes must be positive" in capsys.readouterr().err
+    assert "--minutes must be a finite number > 0" in capsys.readouterr().err
 
 
 def test_a_time_limit_stops_with_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):

@@ -24,11 +24,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gan2shape")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gan2shape",
         description="Unsupervised 3D shape reconstruction from 2D StyleGAN2s (GAN2Shape).",
     )
+    parser.add_argument("--version", action="version", version=f"gan2shape {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # Import only the chosen command's module; list the rest by name.
     chosen = next((a for a in argv if not a.startswith("-")), None)
@@ -49,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         status = module.run(args)
     except UserError as exc:
         print(f"gan2shape {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file system failure outside the commands' own checks
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"gan2shape {args.command}: error: cannot use{where}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"gan2shape {args.command}: interrupted; rerun the same command to resume",

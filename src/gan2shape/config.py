@@ -326,7 +326,7 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         if not math.isfinite(value):
-            raise bad
+            raise UserError(f"config: {name} must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, (str, os.PathLike)):
@@ -414,6 +414,16 @@ def _apply_override(settings: dict[str, Any], item: str) -> None:
     if key not in FIELD_NAMES:
         raise _unknown(key, "overrides")
     settings[key] = value
+
+
+def preset_for_gan(size: int) -> str:
+    """The one preset made for a ``size`` px GAN (``tiny``, for tests, is for any GAN)."""
+    made_for = [name for name in available_presets() if name != "tiny"
+                and _read_yaml(PRESET_DIR / f"{name}.yaml", "preset").get("gan_size") == size]
+    if len(made_for) != 1:
+        choices = " or ".join(made_for) if made_for else "none (--set gan_size=... adapts one)"
+        raise UserError(f"give --preset: presets for a {size} px GAN: {choices}")
+    return made_for[0]
 
 
 def load_config(preset: str | None = None, yaml_path: str | os.PathLike | None = None,

@@ -20,7 +20,7 @@ from . import embedded
 from .config import load_config, save_config
 from .eval import gt_depth_to_png
 from .export import save_rgb
-from .fileio import save_image, save_json
+from .fileio import save_image, save_json, writable_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                  f"light_mvn_path={embedded.asset_path(embedded.LIGHT_PRIOR_FILE)}",
                  *args.overrides]
     cfg = load_config(args.preset, overrides=overrides)
-    out = Path(args.out)
+    out = writable_dir(args.out)
     stem = f"test{args.index:04d}"
     scene = heldout_scenes([args.index])
     image, gt = scene["image"][0], scene["depth"][0]

@@ -42,6 +42,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Create the output folder ``path`` if needed and check that files can be written in
+    it, so an unusable location fails at once with a one-line :class:`UserError`."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file, not a folder; give a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{what} {path} is not writable ({exc.strerror or exc})") from exc
+    return path
+
+
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)

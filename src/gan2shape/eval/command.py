@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from ..errors import UserError
-from ..fileio import save_json
+from ..fileio import save_json, writable_dir
 from .metrics import center_crop, gt_depth_from_png, resize_map
 from .scoring import average_depth_baseline, constant_depth_baseline, score_depth
 
@@ -169,9 +169,13 @@ def _fmt(stat: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = args.out if args.out is not None else args.results / "evaluation.json"
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give the path of a JSON file to write")
+    if args.out is not None:  # (--results is checked by evaluate)
+        writable_dir(out.parent, "the folder of --out")
     settings = _settings(args)
     report = evaluate(args.results, args.gt, settings, args.gt_format, not args.no_baselines)
-    out = args.out if args.out is not None else args.results / "evaluation.json"
     save_json(_jsonable(report), out)
     print(f"{'method':<18} {'images':>6}  {'SIDE (x1e-2)':>18}  {'MAD (deg)':>18}")
     for name, m in report["methods"].items():

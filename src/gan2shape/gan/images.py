@@ -1,9 +1,10 @@
 """Image loading and preprocessing shared by GAN training and inversion.
 
-Every image goes through one path: EXIF orientation applied, transparency composited over a
-background, greyscale or palette expanded to RGB, a square crop (the centre one unless a box
-is given), a resize to the working resolution, and a float tensor in [-1, 1]. A file that
-cannot be read, or an image with no pixels, raises a one-line :class:`UserError`.
+Every command reads images through this one path (:data:`IMAGE_POLICY`): EXIF orientation
+applied, transparency composited over a background, greyscale or palette expanded to RGB, a
+square crop (the centre one unless a box is given), a resize to the working resolution, and a
+float tensor in [-1, 1]. A file that cannot be read, an image with no pixels, or one too small
+for the working resolution raises a one-line :class:`UserError`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import UserError
 
+# What every command does with an image file; quoted in the commands' --help.
+IMAGE_POLICY = ("Images: any format Pillow reads; EXIF orientation applied; greyscale, palette "
+                "and 16-bit images become 8-bit RGB; transparent pixels show white; a "
+                "non-square image is cropped to its centre square; an image whose square is "
+                "smaller than half the working resolution is refused (no upscaling beyond 2x).")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
 
@@ -76,6 +82,13 @@ def square_crop(image: Image.Image, crop: Sequence[int] | None = None) -> Image.
     return image.crop((left, top, left + side, top + side))
 
 
+def check_resolution(path: str | os.PathLike, side: int, working: int) -> None:
+    """Refuse a square of ``side`` px that would be upscaled more than 2x to ``working`` px."""
+    if 2 * side < working:
+        raise UserError(f"image {path} is too small: its square is {side} px, the working "
+                        f"resolution {working} px (at least {(working + 1) // 2} px needed)")
+
+
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> (3, H, W) float32 in [-1, 1]."""
     array = np.asarray(image, dtype=np.float32)
@@ -101,6 +114,8 @@ def load_image(
     ``size`` is None. Transparent pixels show ``background`` (8-bit RGB).
     """
     image = square_crop(to_rgb(open_image(path), background), crop)
+    if size is not None:
+        check_resolution(path, image.width, size)
     if size is not None and image.size != (size, size):
         image = image.resize((size, size), Image.LANCZOS)
     return pil_to_tensor(image)

@@ -19,8 +19,8 @@ import torch
 
 from ..devices import resolve_device
 from ..distributed import from_environment, process_device
-from ..errors import UserError
-from ..fileio import save_image, save_json, save_torch
+from ..errors import UserError, check_number
+from ..fileio import save_image, save_json, save_torch, writable_dir
 from .checkpoint import load_stylegan2
 from .images import load_image, tensor_to_uint8
 from .invert import POOR_FIT_PSNR_DB, fit_warning, invert
@@ -95,13 +95,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.batch < 1:
         raise UserError("--steps and --batch must be positive")
+    check_number("--lr", args.lr, above=0)
+    check_number("--poor-fit-db", args.poor_fit_db)
     if args.perceptual == "vgg" and not args.vgg:
         raise UserError("--perceptual vgg needs --vgg PATH (VGG16 weights)")
     group = from_environment()
     device = str(process_device(group, resolve_device(args.device)))
     crop = parse_crop(args.crop)
     paths = group.shard(expand_inputs(args.images))
-    out = Path(args.out)
+    out = writable_dir(args.out)
     todo = [p for p in paths if args.force or not all(
         (out / f"{p.stem}{s}").is_file() for s in OUTPUT_SUFFIXES)]
     if len(todo) < len(paths):

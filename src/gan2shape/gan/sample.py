@@ -9,7 +9,6 @@ interrupted run resumes where it stopped and produces the same files as an unint
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +16,7 @@ from tqdm import tqdm
 
 from ..devices import resolve_device
 from ..errors import UserError
-from ..fileio import save_image, save_text
+from ..fileio import save_image, save_text, writable_dir
 from .checkpoint import load_stylegan2
 from .latents import save_latent
 
@@ -56,10 +55,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--truncation must be in [0, 1], got {args.truncation}")
     if args.seed < 0:
         raise UserError(f"--seed must be non-negative, got {args.seed}")
+    out = writable_dir(args.out)
     device = resolve_device(args.device)
     gan = load_stylegan2(args.gan, device=device, need_discriminator=False)
     g = gan.generator
-    out = Path(args.out)
     width = max(6, len(str(args.n - 1)))
     stems = [f"{i:0{width}d}" for i in range(args.n)]
 

@@ -36,8 +36,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..devices import resolve_device
 from ..distributed import SINGLE, Group, from_environment, joined, process_device
-from ..errors import UserError
-from ..fileio import load_torch, save_image, save_json
+from ..errors import UserError, check_number
+from ..fileio import load_torch, save_image, save_json, writable_dir
 from . import Discriminator, Generator, save_stylegan2
 from .images import load_image_folder, random_flip_translate, tensor_to_uint8
 from .losses import d_logistic_loss, g_nonsaturating_loss, path_length_penalty, r1_penalty
@@ -204,6 +204,7 @@ class Trainer:
                             "processes; give a multiple of their number")
         self.cfg, self.images, self.group = cfg, images, group
         self.local_batch = cfg.batch // group.world_size
+        self.interrupted = False  # set by train() when a signal stopped it
         torch.manual_seed(cfg.seed)  # the same initial networks in every process
         self.g, self.d = build_networks(cfg)
         self.g_ema = copy.deepcopy(self.g).eval()
@@ -438,6 +439,7 @@ def train(
         while trainer.iteration < cfg.iters:
             out_of_time = deadline is not None and time.monotonic() >= deadline
             if group.any(flag.stop or out_of_time, cfg.device):
+                trainer.interrupted = not out_of_time  # a signal, here or elsewhere
                 break
             step_stats = trainer.step()
             window_iters += 1
@@ -500,7 +502,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--kimg", type=float, help="train until this many thousand images")
     length.add_argument("--iters", type=int, help="train until this iteration")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/checkpoint.pt; with none there, start a new "
+                             "run (and say so), so job scripts can always pass it")
     parser.add_argument("--minutes", type=float, default=None,
                         help="stop after this many minutes, checkpointed (--resume continues)")
     parser.add_argument("--seed", type=int, default=0)
@@ -546,8 +550,22 @@ def config_from_args(args: argparse.Namespace, group: Group = SINGLE) -> TrainCo
     device = str(process_device(group, resolve_device(args.device)))
     if args.batch < 1:
         raise UserError("--batch must be positive")
-    if args.minutes is not None and args.minutes <= 0:
-        raise UserError("--minutes must be positive")
+    if args.minutes is not None:
+        check_number("--minutes", args.minutes, above=0)
+    if args.iters is not None and args.iters < 1:
+        raise UserError(f"--iters must be at least 1, got {args.iters}")
+    if args.kimg is not None:
+        check_number("--kimg", args.kimg, above=0)
+    check_number("--lr", args.lr, above=0)
+    check_number("--r1", args.r1, minimum=0)
+    check_number("--pl-weight", args.pl_weight, minimum=0)
+    check_number("--mixing", args.mixing, minimum=0, maximum=1)
+    check_number("--ema-kimg", args.ema_kimg, above=0)
+    check_number("--ckpt-minutes", args.ckpt_minutes, above=0)
+    for option, value in (("--r1-every", args.r1_every), ("--pl-every", args.pl_every),
+                          ("--ckpt-every", args.ckpt_every), ("--log-every", args.log_every)):
+        if value < 1:
+            raise UserError(f"{option} must be at least 1, got {value}")
     if args.iters is not None:
         iters = args.iters
     elif args.kimg is not None:
@@ -569,7 +587,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     group = from_environment()
     cfg = config_from_args(args, group)
-    out_dir = Path(args.out)
+    out_dir = writable_dir(args.out)
     ckpt_path = out_dir / CHECKPOINT
     if ckpt_path.exists() and not args.resume:
         raise UserError(f"{ckpt_path} exists: pass --resume to continue it, or another --out")
@@ -581,6 +599,8 @@ def run(args: argparse.Namespace) -> int:
                     f"--resume: {name} {getattr(cfg, name)} differs from the checkpoint's "
                     f"{getattr(saved, name)}"
                 )
+    if args.resume and not ckpt_path.exists() and group.is_main:
+        print(f"train-gan: --resume: no checkpoint in {out_dir} yet, starting a new run")
     images = load_image_folder(args.data, cfg.size)
     processes = f", {group.world_size} processes" if group.distributed else ""
     if group.is_main:
@@ -594,4 +614,5 @@ def run(args: argparse.Namespace) -> int:
         left = "" if trainer.iteration >= cfg.iters else " (--resume continues)"
         print(f"train-gan: iteration {trainer.iteration} of {cfg.iters}, checkpoint "
               f"{ckpt_path}{left}")
-    return 0
+    # Stopped by a signal (Ctrl-C, SIGTERM): checkpointed, but the command did not finish.
+    return 130 if trainer.interrupted else 0

@@ -17,16 +17,19 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import available_presets, load_config, save_config
+from .. import embedded
+from ..config import available_presets, load_config, preset_for_gan, save_config
 from ..devices import resolve_device
 from ..distributed import SINGLE, Group, from_environment, process_device
 from ..errors import UserError
+from ..fileio import writable_dir
+from ..gan.images import IMAGE_POLICY
 
 CHECKPOINT_NAME = "checkpoint.pt"
+EMBEDDED = "embedded"  # --gan's name for the shipped model
 
 
 @dataclass
@@ -42,11 +45,13 @@ class Job:
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """Images, latents, GAN, settings, masks and device: shared with ``gan2shape pretrain``."""
+    parser.epilog = IMAGE_POLICY
     parser.add_argument("images", nargs="*", type=Path, metavar="IMG",
                         help="square RGB images (GAN samples or inverted photos)")
     parser.add_argument("--gan", type=Path, metavar="CKPT",
-                        help="StyleGAN2 checkpoint (rosinality format: 'g_ema' and 'd'); "
-                        "default: the config's gan_ckpt")
+                        help="StyleGAN2 checkpoint (rosinality format: 'g_ema' and 'd'), or "
+                        f"'{EMBEDDED}': the shipped 64 px model with its view and light "
+                        "priors (as gan2shape demo uses it); default: the config's gan_ckpt")
     src = parser.add_argument_group("latents")
     src.add_argument("--latent", nargs="+", type=Path, default=[], metavar="W.pt",
                      help="one W latent file per image, in the order of the images")
@@ -65,8 +70,11 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
                      "(default: the config's latent_root)")
     rel.add_argument("--gt-depth-root", type=Path, metavar="DIR",
                      help="ground-truth depth PNGs at the images' relative paths")
-    parser.add_argument("--preset", default="celeba", choices=available_presets(),
-                        help="settings of the release for a category (default: celeba)")
+    parser.add_argument("--preset", default=None, choices=available_presets(),
+                        help="settings for a category (the release's) or for the embedded "
+                        "model (demo); default: the one preset made for the GAN's size "
+                        "(64 px: demo, 512 px: car), refused when several are (128 px: "
+                        "celeba or synface, 256 px: cat or church)")
     parser.add_argument("--config", type=Path, metavar="YAML",
                         help="YAML file of settings on top of the preset")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -91,6 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_input_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="results folder: <DIR>/<image stem>/ per image, config.yaml")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="redo finished images that other settings or inputs made "
+                        "(without it such a folder is refused)")
 
 
 def _per_image(paths: list[Path], n: int, what: str) -> list[Path | None]:
@@ -101,6 +112,15 @@ def _per_image(paths: list[Path], n: int, what: str) -> list[Path | None]:
     if len(paths) != n:
         raise UserError(f"{len(paths)} {what} files for {n} images; give one per image")
     return list(paths)
+
+
+def _latent_path(root: Path, rel: str) -> Path:
+    """The latent of image ``rel`` (relative to the image root): ``root/rel`` with ``.pt``,
+    the release's layout, or else ``root/<file name>.pt`` when only that exists (the layout
+    of ``gan2shape sample``: ``images/x.png`` with ``latents/x.pt``)."""
+    same_tree = (root / rel).with_suffix(".pt")
+    flat = (root / Path(rel).name).with_suffix(".pt")
+    return flat if not same_tree.is_file() and flat.is_file() else same_tree
 
 
 def _relative_jobs(args) -> list[Job]:
@@ -117,7 +137,7 @@ def _relative_jobs(args) -> list[Job]:
     for rel in names:
         jobs.append(Job(
             image=args.image_root / rel,
-            latent=None if args.invert else (args.latent_root / rel).with_suffix(".pt"),
+            latent=None if args.invert else _latent_path(args.latent_root, rel),
             name=str(Path(rel).with_suffix("")),
             gt_depth=args.gt_depth_root / rel if args.gt_depth_root else None))
     return jobs
@@ -164,38 +184,6 @@ def make_jobs(args) -> list[Job]:
     return jobs
 
 
-def load_rgb(path: Path) -> torch.Tensor:
-    """A square RGB image file -> (3, N, N) in [-1, 1]; one-line errors otherwise.
-
-    An RGBA image is accepted when fully opaque; greyscale, palette-with-transparency and
-    other channel layouts are refused (a GAN sample is always RGB).
-    """
-    from ..gan.images import open_image
-
-    image = open_image(path)
-    if image.mode == "RGBA" and np.asarray(image)[..., 3].min() == 255:
-        image = image.convert("RGB")
-    if image.mode == "P" and "transparency" not in image.info:
-        image = image.convert("RGB")
-    if image.mode != "RGB":
-        raise UserError(f"image {path} has mode {image.mode} ({len(image.getbands())} "
-                        "channels); expected an RGB image")
-    if image.width != image.height:
-        raise UserError(f"image {path} is not square ({image.width}x{image.height})")
-    array = np.asarray(image, dtype=np.float32) / 127.5 - 1
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
-
-
-def load_mask_file(path: Path) -> torch.Tensor:
-    """A mask image (object bright) -> (N, N) in [0, 1] at the file's own size."""
-    from ..gan.images import open_image
-
-    image = open_image(path).convert("L")
-    if image.width != image.height:
-        raise UserError(f"mask {path} is not square ({image.width}x{image.height})")
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255)
-
-
 def latent_by_inversion(image_path: Path, gan, device: torch.device) -> torch.Tensor:
     """Hook for ``--invert``: the W latent (1, style_dim) of an image that has none, by
     ``gan2shape.gan.invert.invert_image`` (optimisation-based projection)."""
@@ -240,6 +228,10 @@ def prepare(args, group: Group = SINGLE):
     from ..gan.latents import load_latent
 
     overrides = list(args.overrides)
+    if args.gan is not None and str(args.gan) == EMBEDDED and not args.gan.exists():
+        args.gan = embedded.asset_path(embedded.GAN_FILE)
+        args.view_prior = args.view_prior or embedded.asset_path(embedded.VIEW_PRIOR_FILE)
+        args.light_prior = args.light_prior or embedded.asset_path(embedded.LIGHT_PRIOR_FILE)
     if args.view_prior is not None:
         overrides.append(f"view_mvn_path={args.view_prior}")
     if args.light_prior is not None:
@@ -249,6 +241,14 @@ def prepare(args, group: Group = SINGLE):
     jobs = make_jobs(args)
     device = process_device(group, resolve_device(args.device or cfg.device))
     gan = load_stylegan2(args.gan, device=device)
+    if args.preset is None:  # the settings made for this GAN's size
+        args.preset = preset_for_gan(gan.size)
+        print(f"gan2shape: preset {args.preset} (the one for {gan.size} px GANs; --preset "
+              "chooses another)", file=sys.stderr)
+        paths = {key: getattr(cfg, key) for key in CONFIG_PATH_OPTIONS.values()}
+        cfg = load_config(args.preset, args.config, overrides)
+        for key, value in paths.items():
+            setattr(cfg, key, value)
     cfg.check_gan(gan.size, gan.channel_multiplier)
     style_dim = gan.generator.style_dim
     latents = [load_latent(j.latent, style_dim) if j.latent is not None else None
@@ -261,15 +261,16 @@ def prepare(args, group: Group = SINGLE):
 def load_inputs(job: Job, latent: torch.Tensor | None, gan, device, cfg):
     """(image, latent, mask, gt_depth) of one job, the latent by inversion when missing."""
     from ..eval import gt_depth_from_png
+    from ..gan.images import check_resolution, load_image
+    from .priors import load_mask
 
     if latent is None:  # a photo: square-cropped and resized as the inversion sees it
-        from ..gan.images import load_image
-
         image = load_image(job.image, gan.size)
         latent = latent_by_inversion(job.image, gan, device)
-    else:
-        image = load_rgb(job.image)
-    mask = load_mask_file(job.mask) if job.mask is not None else None
+    else:  # a GAN sample at its own size: the reconstructor crops and resizes it
+        image = load_image(job.image)
+        check_resolution(job.image, image.shape[-1], cfg.image_size)
+    mask = load_mask(job.mask) if job.mask is not None else None
     gt = gt_depth_from_png(job.gt_depth, min_depth=cfg.min_depth,
                            max_depth=cfg.max_depth) if job.gt_depth is not None else None
     return image, latent, mask, gt
@@ -279,15 +280,30 @@ def run(args) -> int:
     """Reconstruct every unfinished image. Under torchrun, process r of w takes images
     r, r + w, ... of the list (each process its own GPU); the processes never talk, so a
     stopped run resumes with any number of processes."""
+    from .finished import DIGEST_KEY, recorded_digest, settings_digest, stale_error
     from .reconstructor import Reconstructor, is_finished
 
     group = from_environment()
+    writable_dir(args.out)
     cfg, jobs, device, gan, latents = prepare(args, group)
-    args.out.mkdir(parents=True, exist_ok=True)
+    mine = group.shard(list(zip(jobs, latents, strict=True)))
+    # (ground truth only adds metrics: a rerun without it keeps the results)
+    digests = {j.name: settings_digest(cfg, {"image": j.image, "latent": j.latent,
+                                             "mask": j.mask}) for j, _ in mine}
+    todo, stale = [], []
+    for job, latent in mine:
+        if is_finished(args.out / job.name):
+            if recorded_digest(args.out / job.name) == digests[job.name]:
+                continue
+            stale.append(job.name)
+        todo.append((job, latent))
+    if stale and not args.overwrite:
+        raise stale_error(args.out, stale)
+    for name in stale:  # --overwrite: unfinished until redone, no stale stage checkpoint
+        (args.out / name / "metrics.json").unlink()
+        (args.out / name / CHECKPOINT_NAME).unlink(missing_ok=True)
     if group.is_main:
         save_config(cfg, args.out / "config.yaml")
-    mine = group.shard(list(zip(jobs, latents, strict=True)))
-    todo = [(j, w) for j, w in mine if not is_finished(args.out / j.name)]
     where = f" (process {group.rank} of {group.world_size})" if group.distributed else ""
     skipped = len(mine) - len(todo)
     if skipped:
@@ -303,6 +319,7 @@ def run(args) -> int:
         checkpoint = out_dir / CHECKPOINT_NAME
         result = rec.fit(image, latent, mask=mask, gt_depth=gt, name=job.name,
                          checkpoint=checkpoint)
+        result.metrics[DIGEST_KEY] = digests[job.name]
         result.export(out_dir)
         if checkpoint.exists():
             os.remove(checkpoint)

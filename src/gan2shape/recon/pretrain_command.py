@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ..config import save_config
 from ..distributed import from_environment, joined
 from ..errors import UserError
-from ..fileio import save_torch
+from ..fileio import save_torch, writable_dir
 from .command import add_input_arguments, load_inputs, prepare
 
 WEIGHTS_NAME = "gan2shape_pretrain.pth"
@@ -39,6 +39,7 @@ def run(args) -> int:
     from .reconstructor import Reconstructor
 
     group = from_environment()
+    writable_dir(args.out)
     cfg, jobs, device, gan, latents = prepare(args, group)
     if len(jobs) < group.world_size:
         raise UserError(f"{len(jobs)} images for {group.world_size} processes: joint "

@@ -61,8 +61,9 @@ def load_mask(path: str | os.PathLike, image_size: int | None = None) -> torch.T
     """A user's mask image -> (1, 1, S, S) float in [0, 1] (object = bright).
 
     Any PNG/JPEG mode is accepted: grey or colour (luminance), or a cut-out whose alpha
-    channel is used when it has any transparency. It must be square and contain some
-    object. Resized to ``image_size`` by area averaging (``None``: kept at the file's size,
+    channel is used when it has any transparency. A non-square mask is cropped to its
+    centre square, as images are (``gan2shape.gan.images.IMAGE_POLICY``); it must contain
+    some object. Resized to ``image_size`` by area averaging (``None``: kept at the file's size,
     for callers that crop it like the image first).
     """
     path = Path(path)
@@ -82,9 +83,11 @@ def load_mask(path: str | os.PathLike, image_size: int | None = None) -> torch.T
     except (UnidentifiedImageError, OSError) as exc:
         raise UserError(f"mask {path} is not a readable image ({type(exc).__name__})") from exc
     h, w = array.shape
-    if h != w:
-        raise UserError(f"mask {path} is {w}x{h}; masks must be square like the images")
-    mask = torch.from_numpy(array).float().view(1, 1, h, w)
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    array = array[top:top + side, left:left + side]
+    h = side
+    mask = torch.from_numpy(np.ascontiguousarray(array)).float().view(1, 1, h, h)
     if image_size is not None and h != image_size:
         mask = F.interpolate(mask, size=(image_size, image_size),
                              mode="area" if h > image_size else "bilinear", align_corners=None)
