@@ -201,6 +201,16 @@ def test_sample_output_feeds_reconstruct_through_the_release_layout(files, tmp_p
     assert all(w.shape == (1, STYLE_DIM) for w in latents)
 
 
+def test_inversion_shows_progress(capsys):
+    from gan2shape.gan.invert import invert
+
+    torch.manual_seed(0)
+    g = Generator(8, style_dim=STYLE_DIM, channels={4: 8, 8: 8})
+    invert(g, torch.zeros(1, 3, 8, 8), steps=3, perceptual="none", progress=True)
+    err = capsys.readouterr().err
+    assert "inversion:" in err and "0/3" in err
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main(["--version"])

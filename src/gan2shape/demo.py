@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"gan2shape demo: held-out test face {args.index} -> {out / stem} on {device}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PoorFitWarning)
-        latent = latent_for_image(gan, image.to(device), steps=args.invert_steps)
+        latent = latent_for_image(gan, image.to(device), steps=args.invert_steps,
+                                  progress=True)
     for w in caught:
         print(f"warning: {w.message}")
     torch.save(latent.cpu(), out / f"{stem}_latent.pt")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from ..errors import UserError
 
@@ -210,6 +211,7 @@ def invert(
     seed: int | Sequence[int] = 0,
     callback: Callable[[int, torch.Tensor], None] | None = None,
     record_every: int = 0,
+    progress: bool = False,
 ) -> InversionResult:
     """Project ``images`` (B, 3, S, S) in [-1, 1] into the generator's W (or W+) space.
 
@@ -223,7 +225,7 @@ def invert(
     initial noise maps from its own stream, so batching does not change its result.
     Losses are per image: pixel MSE, perceptual distance, noise regularisation, total.
     callback(step, per-image PSNR) is called every ``record_every`` steps (0: never), and
-    the same points are kept in ``history``.
+    the same points are kept in ``history``. progress: a tqdm bar over the steps (stderr).
     """
     device = images.device
     b, _, size, _ = images.shape
@@ -281,7 +283,8 @@ def invert(
 
         history: list[tuple[int, float]] = []
 
-        for step in range(steps):
+        for step in tqdm(range(steps), desc="inversion", unit="step", leave=False,
+                         disable=not progress, dynamic_ncols=True):
             t = step / max(steps, 1)
             for group in optimiser.param_groups:
                 group["lr"] = group["lr_mult"] * learning_rate(t, lr, lr_rampup, lr_rampdown)

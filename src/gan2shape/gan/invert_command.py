@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
             generator, images, steps=args.steps, lr=args.lr, w_plus=args.w_plus,
             optimise_noise=args.noise, perceptual=args.perceptual,
             discriminator=gan.discriminator, vgg_weights=args.vgg, seed=args.seed,
+            progress=not args.quiet and group.is_main,
         )
         seconds = (time.perf_counter() - tic) / len(chunk)
         for k, path in enumerate(chunk):
