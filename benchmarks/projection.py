@@ -4,7 +4,7 @@ embedded model's held-out test faces, where the truth is known.
     python benchmarks/projection.py [--images 8] [--first 0] [--gan CKPT] [--preset demo]
         [--set KEY=VALUE ...] [--samples 16] [--invert-steps 300] [--fit-steps 200]
         [--true-light] [--family-fit] [--no-gan] [--family-steps 400] [--restarts 8]
-        [--threads 1]
+        [--family v1] [--split test] [--threads 1]
 
 GAN2Shape learns shape only from how the GAN changes a pseudo sample when it projects it:
 the pseudo sample shows the current (prior) shape under a new light, and a GAN that knows
@@ -39,13 +39,16 @@ and to each truth (``--family-steps`` of Adam on the whole-image L1): "family fi
 models the family exactly can give. ``--no-gan`` skips the GAN (its inversion, Step 2 and
 the encoder); the GAN's discriminator is still Step 1's perceptual feature network (the
 preset's ``perceptual: discriminator``), and Step 2's pseudo batches are still drawn (and
-discarded) so the samples are the same as with the GAN.
+discarded) so the samples are the same as with the GAN. ``--family v2 --split validation``
+measures another version of the family (with its own exact view and light priors) or its
+validation faces (seed 2; settings are chosen there, the test faces are for the tables).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 import warnings
 
@@ -54,8 +57,9 @@ from tqdm import tqdm
 
 from gan2shape import embedded, heldout
 from gan2shape.config import load_config
-from gan2shape.data import fit
+from gan2shape.data import fit, scenes
 from gan2shape.errors import UserError, run_script
+from gan2shape.fileio import save_torch
 from gan2shape.gan import load_stylegan2
 from gan2shape.gan.invert import PoorFitWarning, invert, latent_for_image
 from gan2shape.recon import Reconstructor, SequenceSpec, steps
@@ -89,6 +93,11 @@ def parse_args() -> argparse.Namespace:
                    help="Adam steps of each family fit of the samples and truths")
     p.add_argument("--restarts", type=int, default=8,
                    help="family fits of the input image from the family's centre")
+    p.add_argument("--family", default=embedded.FAMILY, choices=scenes.FAMILIES,
+                   help=f"version of the procedural family (default {embedded.FAMILY}, the "
+                        "embedded GAN's)")
+    p.add_argument("--split", default="test", choices=tuple(heldout.SPLIT_SEEDS),
+                   help="held-out faces: test (seed 1) or validation (seed 2)")
     p.add_argument("--threads", type=int, default=1)
     return p.parse_args()
 
@@ -117,7 +126,7 @@ def information_ratio(pseudo: float, projected: float, best: float) -> float:
 
 
 def measure_face(gan, cfg, index: int, args) -> dict[str, float]:
-    scene = heldout.heldout_scenes([index])
+    scene = heldout.heldout_scenes([index], args.family, args.split)
     image = scene["image"][0]
     if args.no_gan:
         latent = torch.zeros(1, gan.generator.style_dim)
@@ -169,16 +178,30 @@ def family_errors(scene: dict, pseudo: torch.Tensor, truth: torch.Tensor, head: 
     """Errors of the family's fits of the pseudo samples (N, 3, S, S) and of their truths,
     both started from the family's fit of the input image (seen from its true view)."""
     view_raw = scene["view_raw"][:1]
-    start = fit.fit_input(scene["image"][:1], view_raw, restarts=args.restarts)
+    start = fit.fit_input(scene["image"][:1], view_raw, restarts=args.restarts,
+                          family=args.family)
     n = pseudo.shape[0]
 
     def family_fit(images: torch.Tensor) -> torch.Tensor:
         return fit.fit_scenes(images, view_raw.expand(n, -1), start.uniforms.expand(n, -1),
-                              steps=args.family_steps).images
+                              steps=args.family_steps, family=args.family).images
 
     return {"family input": float(start.loss[0]),
             "family fit": masked_error(family_fit(pseudo), truth, head),
             "family floor": masked_error(family_fit(truth), truth, head)}
+
+
+def family_priors(family: str, folder: str) -> list[str]:
+    """Config overrides for the family's exact view and light priors: the embedded model's
+    files for its own family, else the family's moments written under ``folder``."""
+    if family == embedded.FAMILY:
+        view, light = (embedded.asset_path(embedded.VIEW_PRIOR_FILE),
+                       embedded.asset_path(embedded.LIGHT_PRIOR_FILE))
+    else:
+        view, light = f"{folder}/view_prior.pt", f"{folder}/light_prior.pt"
+        save_torch(scenes.view_prior(family=family), view)
+        save_torch(scenes.light_prior(family), light)
+    return [f"view_mvn_path={view}", f"light_mvn_path={light}"]
 
 
 def main() -> int:
@@ -189,35 +212,39 @@ def main() -> int:
                         "--fit-steps, --family-steps and --invert-steps >= 0")
     if args.no_gan and not args.family_fit:
         raise UserError("--no-gan leaves nothing to measure without --family-fit")
+    if args.family != embedded.FAMILY and args.gan is None and not args.no_gan:
+        raise UserError(f"the embedded GAN was trained on family {embedded.FAMILY}; give "
+                        f"--gan with a GAN trained on {args.family}, or --no-gan")
     torch.set_num_threads(args.threads)
     gan_path = args.gan or embedded.asset_path(embedded.GAN_FILE)
     gan = load_stylegan2(gan_path, device="cpu")
-    priors = [f"view_mvn_path={embedded.asset_path(embedded.VIEW_PRIOR_FILE)}",
-              f"light_mvn_path={embedded.asset_path(embedded.LIGHT_PRIOR_FILE)}"]
-    cfg = load_config(args.preset, overrides=[*priors, *args.overrides, "pseudo_views=false"])
+    priors_dir = tempfile.TemporaryDirectory()
+    cfg = load_config(args.preset, overrides=[*family_priors(args.family, priors_dir.name),
+                                              *args.overrides, "pseudo_views=false"])
     keys = ("pseudo",) + (() if args.no_gan else ("projected", "optimised", "best fit")) \
         + (("family fit", "family floor") if args.family_fit else ())
     ratios = (() if args.no_gan else ("ratio",)) + (("family ratio",) if args.family_fit else ())
     rows = []
     start = time.perf_counter()
-    for index in tqdm(range(args.first, args.first + args.images), desc="test faces",
+    for index in tqdm(range(args.first, args.first + args.images), desc=f"{args.split} faces",
                       unit="face"):
         rows.append(measure_face(gan, cfg, index, args))
         r = rows[-1]
-        tqdm.write(f"test{index:04d}: " + " ".join(f"{k} {r[k]:.4f}" for k in keys) + " "
+        tqdm.write(f"{args.split}{index:04d}: " + " ".join(f"{k} {r[k]:.4f}" for k in keys) + " "
                    + " ".join(f"{k} {r[k]:+.2f}" for k in ratios))
     light = ", true input light" if args.true_light else ""
     last = args.first + args.images - 1
     gan_name = "no GAN (discriminator only)" if args.no_gan else f"GAN {gan_path}"
-    print(f"{gan_name}, preset {args.preset} {' '.join(args.overrides)}{light}, "
-          f"{args.samples} relit pseudo samples per face, test faces {args.first}..{last}, "
-          f"{time.perf_counter() - start:.0f} s")
+    print(f"{gan_name}, family {args.family}, preset {args.preset} "
+          f"{' '.join(args.overrides)}{light}, {args.samples} relit pseudo samples per face, "
+          f"{args.split} faces {args.first}..{last}, {time.perf_counter() - start:.0f} s")
     means = {}
     for key in keys:
         values = [r[key] for r in rows]
         means[key] = statistics.fmean(values)
         spread = statistics.stdev(values) if len(values) > 1 else float("nan")
         print(f"  {key:12s} {means[key]:.4f} ± {spread:.4f}")
+    priors_dir.cleanup()
     floors = {"projected": "best fit", "optimised": "best fit", "family fit": "family floor"}
     for key, floor in floors.items():
         if key in means:

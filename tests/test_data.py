@@ -245,3 +245,65 @@ def test_make_data_bad_arguments_are_one_line_errors(tmp_path, capsys, args, mes
     assert cli.main(["make-data", "--out", str(tmp_path / "d"), *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+# --- family v2 ---------------------------------------------------------------------------
+
+def test_v2_lights_stay_in_their_ranges_and_priors_are_their_moments():
+    n = 4000
+    u = _batch(n, seed=3)
+    ambient, diffuse, _ = scenes.light_from_raw(scenes.lights_raw(u, "v2"))
+    assert ambient.min() >= 0.1 and ambient.max() <= 0.3 and ambient.max() > 0.29
+    assert diffuse.min() >= 0.6 and diffuse.max() <= 0.9 and diffuse.min() < 0.61
+    raw, prior = scenes.lights_raw(u, "v2"), scenes.light_prior("v2")
+    std = raw.std(0)
+    assert ((raw.mean(0) - prior["mean"]).abs() <= 4 * std / math.sqrt(n)).all()
+    tol = 4 * torch.outer(std, std) / math.sqrt(n) + 2e-6
+    assert ((torch.cov(raw.T) - prior["cov"].double()).abs() <= tol).all()
+    # Hand-computed: ambient 0.1..0.3 is l0 in [-0.8, -0.4], mean -0.6, variance 0.4^2 / 12.
+    assert prior["mean"][0].item() == pytest.approx(-0.6)
+    assert prior["cov"][0, 0].item() == pytest.approx(0.4**2 / 12)
+    assert torch.equal(scenes.view_prior(family="v2")["cov"], scenes.view_prior()["cov"])
+
+
+def test_v2_relief_is_deeper_and_its_albedo_flat_on_the_cheeks():
+    u = _batch(64, seed=4)
+    nose, spread = {}, {}
+    for family in ("v1", "v2"):
+        p = scenes.head_parameters(u, family)
+        s, t, _ = heads.face_coords(p, SIZE)
+        # The nose tip's height (towards the camera) over the head's width.
+        nose[family] = -heads.relief(p, s, t).amin((1, 2)) / (2 * p["half_width"])
+        albedo = heads.albedo(p, s, t, torch.full((64, 1, 1), 1e-3))
+        # A cheek patch below each eye, skin only (where v1 paints its blush).
+        below = t - p["eye_t"].view(-1, 1, 1)
+        cheek = ((s.abs() - 0.42).abs() < 0.1) & (below > 0.2) & (below < 0.35)
+        spread[family] = max(float((a[:, m].amax(1) - a[:, m].amin(1)).amax())
+                             for a, m in zip(albedo, cheek, strict=True))
+        assert set(p) == set(heads.HEAD_RANGES)  # v2's constants fill v1's other factors
+    assert spread["v2"] < 1e-6 < 0.01 < spread["v1"]  # flat regions cannot paint shading
+    assert nose["v2"].min() > 0.14 and nose["v2"].mean() > 1.4 * nose["v1"].mean()
+
+
+def test_v2_scenes_are_reproducible_and_differ_from_v1():
+    a = scenes.render_scenes(5, [0, 3], SIZE, family="v2")
+    b = scenes.render_scenes(5, [3], SIZE, family="v2")
+    assert torch.equal(a["image"][1], b["image"][0])
+    assert not torch.allclose(a["image"], scenes.render_scenes(5, [0, 3], SIZE)["image"])
+    with pytest.raises(ValueError, match="unknown family"):
+        scenes.render_scenes(5, [0], SIZE, family="v3")
+
+
+def test_make_data_family_v2_writes_its_priors_and_recipe(tmp_path):
+    out = tmp_path / "v2"
+    assert cli.main(["make-data", "--out", str(out), "-n", "2", "--seed", "9", "--size",
+                     str(SIZE), "--family", "v2"]) == 0
+    assert torch.equal(torch.load(out / "light_prior.pt")["mean"],
+                       scenes.light_prior("v2")["mean"])
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["family"] == "v2" and "blush" in recipe["head_constants"]
+    npy = np.load(out / "depth" / "000001.npy")
+    assert np.array_equal(npy, scenes.render_scenes(9, [1], SIZE, family="v2")["depth"][0])
+    # A v1 run into the same folder is refused (another recipe).
+    assert cli.main(["make-data", "--out", str(out), "-n", "2", "--seed", "9", "--size",
+                     str(SIZE)]) != 0

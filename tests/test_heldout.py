@@ -25,6 +25,15 @@ def test_heldout_scenes_are_the_test_family_not_the_training_one():
     assert not torch.allclose(test["image"], train["image"])
 
 
+def test_heldout_scenes_of_another_family_and_the_validation_split():
+    val = heldout.heldout_scenes([3], "v2", "validation")
+    assert embedded.VALIDATION_SEED == 2 and embedded.TEST_SEED == 1
+    assert torch.equal(val["image"], render_scenes(2, [3], 64, family="v2")["image"])
+    assert not torch.allclose(val["image"], heldout.heldout_scenes([3], "v2")["image"])
+    with pytest.raises(ValueError, match="unknown split"):
+        heldout.heldout_scenes([0], "v2", "train")
+
+
 def test_average_depth_leaves_the_face_itself_out():
     pool = torch.rand(4, 5, 5) + 0.9  # faces 0..3, n = 3
     assert torch.allclose(heldout.average_depth_for(2, pool), (pool[0] + pool[1] + pool[3]) / 3)

@@ -17,18 +17,28 @@ from .eval.scoring import average_depth_baseline, constant_depth_baseline, score
 BASELINES = ("constant depth", "average ground-truth depth", "ellipsoid prior")
 
 
-def heldout_scenes(indices: list[int]) -> dict[str, torch.Tensor]:
-    """Held-out test faces ``indices`` (see ``data.scenes.render_batch`` for the tensors:
-    image (B, 3, S, S) in [-1, 1], depth (B, S, S) metric ground truth in the view, ...)."""
+SPLIT_SEEDS = {"test": embedded.TEST_SEED, "validation": embedded.VALIDATION_SEED}
+
+
+def heldout_scenes(indices: list[int], family: str = embedded.FAMILY,
+                   split: str = "test") -> dict[str, torch.Tensor]:
+    """Held-out faces ``indices`` of the family version ``family`` ('v1', 'v2'), from its
+    test family (seed ``embedded.TEST_SEED``) or its validation family (``split``
+    'validation', seed ``embedded.VALIDATION_SEED``); see ``data.scenes.render_batch`` for
+    the tensors: image (B, 3, S, S) in [-1, 1], depth (B, S, S) metric ground truth in the
+    view, ..."""
     from .data.scenes import render_scenes
 
-    return render_scenes(embedded.TEST_SEED, indices, embedded.IMAGE_SIZE)
+    if split not in SPLIT_SEEDS:
+        raise ValueError(f"unknown split {split!r} (choose from {', '.join(SPLIT_SEEDS)})")
+    return render_scenes(SPLIT_SEEDS[split], indices, embedded.IMAGE_SIZE, family=family)
 
 
-def average_depth_pool(n_images: int) -> torch.Tensor:
-    """Ground-truth depths (n + 1, S, S) of test faces 0..n: each face's average-depth
+def average_depth_pool(n_images: int, family: str = embedded.FAMILY,
+                       split: str = "test") -> torch.Tensor:
+    """Ground-truth depths (n + 1, S, S) of held-out faces 0..n: each face's average-depth
     baseline averages the first n of them other than itself."""
-    return heldout_scenes(list(range(n_images + 1)))["depth"]
+    return heldout_scenes(list(range(n_images + 1)), family, split)["depth"]
 
 
 def average_depth_for(index: int, pool: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,14 @@
 """Procedural scenes with exact ground-truth depth (the `make-data` command's engine)."""
 
-from .heads import HEAD_RANGES, canonical_heads
+from .heads import HEAD_RANGES, HEAD_RANGES_V2, canonical_heads, head_ranges
 from .scenes import (
+    FAMILIES,
     LIGHT_RAW_RANGES,
+    LIGHT_RAW_RANGES_V2,
     ROTATION_RAW_RANGES,
     light_from_raw,
     light_prior,
+    light_raw_ranges,
     render_batch,
     render_scenes,
     view_from_raw,
@@ -14,12 +17,17 @@ from .scenes import (
 )
 
 __all__ = [
+    "FAMILIES",
     "HEAD_RANGES",
+    "HEAD_RANGES_V2",
     "LIGHT_RAW_RANGES",
+    "LIGHT_RAW_RANGES_V2",
     "ROTATION_RAW_RANGES",
     "canonical_heads",
+    "head_ranges",
     "light_from_raw",
     "light_prior",
+    "light_raw_ranges",
     "render_batch",
     "render_scenes",
     "view_from_raw",

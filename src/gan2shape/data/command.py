@@ -45,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=scenes.DEFAULT_MAX_TRANSLATION,
                         help="largest |tx|, |ty| of the views (world units; default "
                              f"{scenes.DEFAULT_MAX_TRANSLATION}, about 2.7 px at 64 px)")
+    parser.add_argument("--family", default="v1", choices=scenes.FAMILIES,
+                        help="version of the procedural family (default v1, the embedded "
+                             "GAN's; v2: real faces' relief, flat albedo regions, more "
+                             "directional light)")
     parser.add_argument("--batch-size", type=int, default=128,
                         help="samples rendered together (memory vs speed; default 128)")
 
@@ -54,18 +58,24 @@ def stem(index: int, split_name: str = "") -> str:
 
 
 def recipe(seed: int, size: int, split_name: str,
-           max_translation: float = scenes.DEFAULT_MAX_TRANSLATION) -> dict:
-    """Everything that decides the samples' content (checked when resuming)."""
-    return {
+           max_translation: float = scenes.DEFAULT_MAX_TRANSLATION,
+           family: str = "v1") -> dict:
+    """Everything that decides the samples' content (checked when resuming). v1's recipe
+    has no 'family' key, as before families had versions."""
+    out = {
         "seed": seed,
         "size": size,
         "split_name": split_name,
         "fov_deg": scenes.FOV_DEG,
-        "head_ranges": heads.HEAD_RANGES,
+        "head_ranges": heads.head_ranges(family),
         "view_raw_ranges": scenes.view_raw_ranges(max_translation),
-        "light_raw_ranges": scenes.LIGHT_RAW_RANGES,
-        "background_ranges": scenes.BACKGROUND_RANGES,
+        "light_raw_ranges": scenes.light_raw_ranges(family),
+        "background_ranges": scenes.background_ranges(family),
     }
+    if family != "v1":
+        out["family"] = family
+        out["head_constants"] = heads.head_constants(family)
+    return out
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -146,9 +156,10 @@ def _meta(batch: dict[str, torch.Tensor], k: int, seed: int, index: int, size: i
 
 
 def write_batch(out: Path, seed: int, indices: list[int], size: int, split_name: str,
-                max_translation: float = scenes.DEFAULT_MAX_TRANSLATION) -> None:
+                max_translation: float = scenes.DEFAULT_MAX_TRANSLATION,
+                family: str = "v1") -> None:
     """Render ``indices`` together and write their files (meta last, marking completion)."""
-    batch = scenes.render_scenes(seed, indices, size, max_translation)
+    batch = scenes.render_scenes(seed, indices, size, max_translation, family)
     images, depth_pngs = to_files(batch)
     for k, index in enumerate(indices):
         paths = _paths(out, stem(index, split_name))
@@ -166,9 +177,10 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise UserError(f"cannot create --out {out} ({reason})") from exc
-    _check_recipe(out, recipe(args.seed, args.size, args.split_name, args.max_translation))
-    save_torch(scenes.view_prior(args.max_translation), out / "view_prior.pt")
-    save_torch(scenes.light_prior(), out / "light_prior.pt")
+    _check_recipe(out, recipe(args.seed, args.size, args.split_name, args.max_translation,
+                              args.family))
+    save_torch(scenes.view_prior(args.max_translation, args.family), out / "view_prior.pt")
+    save_torch(scenes.light_prior(args.family), out / "light_prior.pt")
 
     names = [stem(i, args.split_name) for i in range(args.n)]
     todo = [i for i, name in enumerate(names) if not _is_complete(out, name)]
@@ -176,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
                                       desc="make-data") as bar:
         for start in range(0, len(todo), args.batch_size):
             chunk = todo[start:start + args.batch_size]
-            write_batch(out, args.seed, chunk, args.size, args.split_name, args.max_translation)
+            write_batch(out, args.seed, chunk, args.size, args.split_name, args.max_translation,
+                        args.family)
             bar.update(len(chunk))
     save_text("".join(f"images/{name}.png\n" for name in names), out / "list.txt")
     print(f"make-data: {args.n} samples in {out} ({len(todo)} rendered, "

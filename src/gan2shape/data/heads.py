@@ -17,6 +17,25 @@ rim, so the depth map has no deep cliff that a rotated view would expose.
 
 Per-identity parameters come from uniform numbers in [0, 1) through the ranges of
 :data:`HEAD_RANGES`; :func:`head_params` maps them, :func:`canonical_heads` draws a batch.
+
+Two versions of the family share this code (``family``, ``make-data --family``):
+
+- v1 (:data:`HEAD_RANGES`), the family the embedded GAN was trained on. Its relief is
+  about half of a real face's (the nose tip 0.011-0.017 in front of the ellipsoid on a
+  0.11-0.13 wide head) and its albedo has smooth parts (a blush) that can paint shading.
+- v2 (:data:`HEAD_RANGES_V2`): the relief in real faces' proportions and an albedo made of
+  flat regions with soft one-pixel edges (skin, hair, brows, eyes, lips), whose tones vary
+  from face to face but which cannot paint a smooth shading gradient; four nuisance
+  factors of v1 (warmth, blush, iris tone, brow darkness) are fixed
+  (:data:`HEAD_CONSTANTS_V2`). Proportions, from the adult norms of Farkas (Anthropometry
+  of the Head and Face, 1994): head width eu-eu about 150 mm, face width zy-zy about
+  135 mm, nasal tip protrusion sn-prn about 20 mm, with the subnasale itself about 10 mm in
+  front of the cheeks beside the nose, so the tip stands about 30 mm (0.2-0.25 of the face
+  width) in front of the cheeks; the eyes lie about 10 mm deep between the brow ridge and
+  the cheek (0.07 of the width). Here the head is 0.112-0.128 wide and the ellipsoid
+  already sets the cheeks (s = 0.4) about 0.007 behind its apex, so the nose adds
+  0.018-0.024 (tip 0.025-0.031 in front of the cheeks, 0.2-0.25 of the width) and the
+  sockets 0.007-0.011.
 """
 
 from __future__ import annotations
@@ -59,15 +78,57 @@ HEAD_RANGES: dict[str, tuple[float, float]] = {
 
 HEAD_PARAM_NAMES: tuple[str, ...] = tuple(HEAD_RANGES)
 
+# v2: the same geometry with the relief in real proportions (module docstring), and the
+# albedo's smooth or minor factors fixed.
+HEAD_RANGES_V2: dict[str, tuple[float, float]] = {
+    **{k: HEAD_RANGES[k] for k in ("half_width", "aspect", "centre_y", "depth_axis",
+                                   "centre_depth")},
+    "nose_height": (0.018, 0.024),
+    "nose_length": (0.28, 0.38),
+    "nose_width": (0.08, 0.11),
+    "eye_t": (-0.08, 0.02),
+    "eye_s": (0.32, 0.40),
+    "socket_depth": (0.007, 0.011),
+    "brow_height": (0.004, 0.008),
+    "cheek_height": (0.002, 0.005),
+    "mouth_t": (0.52, 0.62),
+    "lip_height": (0.003, 0.005),
+    "chin_height": (0.004, 0.008),
+    "skin_tone": (0.0, 1.0),
+    "hair_tone": (0.0, 1.0),
+    "hairline": (-0.62, -0.38),
+    "hair_curve": (0.55, 1.1),
+    "lip_colour": (0.0, 1.0),
+}
+HEAD_CONSTANTS_V2: dict[str, float] = {
+    "skin_warmth": 0.0, "blush": 0.0, "iris_tone": 0.0, "brow_darkness": 0.5}
+_FAMILY_HEADS = {"v1": (HEAD_RANGES, {}), "v2": (HEAD_RANGES_V2, HEAD_CONSTANTS_V2)}
 
-def head_params(uniforms: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Map uniforms (B, len(HEAD_RANGES)) in [0, 1) to named per-head parameters (B,)."""
-    if uniforms.shape[-1] != len(HEAD_RANGES):
-        raise ValueError(f"expected {len(HEAD_RANGES)} uniforms per head, got {uniforms.shape}")
-    return {
-        name: lo + (hi - lo) * uniforms[:, k]
-        for k, (name, (lo, hi)) in enumerate(HEAD_RANGES.items())
-    }
+
+def head_ranges(family: str = "v1") -> dict[str, tuple[float, float]]:
+    """The uniform ranges of the family's per-head parameters (name -> (low, high))."""
+    if family not in _FAMILY_HEADS:
+        raise ValueError(f"unknown family {family!r} (choose from {', '.join(_FAMILY_HEADS)})")
+    return _FAMILY_HEADS[family][0]
+
+
+def head_constants(family: str = "v1") -> dict[str, float]:
+    """The family's fixed per-head parameters (name -> value; none in v1)."""
+    head_ranges(family)
+    return dict(_FAMILY_HEADS[family][1])
+
+
+def head_params(uniforms: torch.Tensor, family: str = "v1") -> dict[str, torch.Tensor]:
+    """Map uniforms (B, len(head_ranges(family))) in [0, 1) to named per-head parameters
+    (B,), the family's fixed ones included."""
+    ranges = head_ranges(family)
+    if uniforms.shape[-1] != len(ranges):
+        raise ValueError(f"expected {len(ranges)} uniforms per head, got {uniforms.shape}")
+    params = {name: lo + (hi - lo) * uniforms[:, k]
+              for k, (name, (lo, hi)) in enumerate(ranges.items())}
+    for name, value in head_constants(family).items():
+        params[name] = torch.full_like(uniforms[:, 0], value)
+    return params
 
 
 def pixel_rays(size: int, fov_deg: float = 10.0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,16 +290,17 @@ def albedo(
 
 
 def canonical_heads(
-    uniforms: torch.Tensor, size: int, fov_deg: float = 10.0, features: bool = True
+    uniforms: torch.Tensor, size: int, fov_deg: float = 10.0, features: bool = True,
+    family: str = "v1",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A batch of heads in the canonical frame.
+    """A batch of the family's heads in the canonical frame.
 
-    uniforms: (B, len(HEAD_RANGES)) in [0, 1). ``features=False`` gives the bare ellipsoids
-    (for tests against the analytic ray/ellipsoid depth).
+    uniforms: (B, len(head_ranges(family))) in [0, 1). ``features=False`` gives the bare
+    ellipsoids (for tests against the analytic ray/ellipsoid depth).
     Returns depth (B, S, S) metric, clamped to [0.9, 1.1]; albedo (B, 3, S, S) in [0, 1];
     mask (B, S, S) in [0, 1], the anti-aliased head silhouette.
     """
-    p = head_params(uniforms)
+    p = head_params(uniforms, family)
     depth, rim_px = ellipsoid_depth(p, size, fov_deg)
     s, t, pixel_s = face_coords(p, size, fov_deg)
     if features:

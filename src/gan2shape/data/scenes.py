@@ -17,7 +17,8 @@ covariance of the distributions the data came from:
   [-0.2, 0.7] (with the release's normals ly > 0 lights the upper half of the image, so
   light comes mostly from above, and lx > 0 the left half). The light is in the head's own
   frame, where the head is shaded; in the view's frame its direction is R l, R the view's
-  rotation (``heldout.input_light``).
+  rotation (``heldout.input_light``). Family v2 (``family="v2"``) lights more
+  directionally: ambient in [0.1, 0.3], diffuse in [0.6, 0.9], the same directions.
 
 Rendering follows the method's image formation exactly: the canonical texture is
 albedo * shading (shading from the release's normals of the canonical depth); it is
@@ -43,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from ..render import lambertian_shading, normals_from_depth, reproject
-from .heads import HEAD_RANGES, canonical_heads, head_params
+from .heads import canonical_heads, head_params, head_ranges
 
 FOV_DEG = 10.0
 ROT_CENTER_DEPTH = 1.0
@@ -74,17 +75,27 @@ LIGHT_RAW_RANGES: dict[str, tuple[float, float]] = {
 # Plain background: a grey level and a cool/warm tint.
 BACKGROUND_RANGES: dict[str, tuple[float, float]] = {"grey": (0.55, 0.8), "tint": (-1.0, 1.0)}
 BACKGROUND_TINT = (-0.04, 0.0, 0.04)
+# v2: more directional light (diffuse 0.6 .. 0.9) and less ambient (0.1 .. 0.3), so the
+# shading shows the relief; the same directions; a grey background without tint (one
+# nuisance factor fewer). The views are v1's.
+LIGHT_RAW_RANGES_V2: dict[str, tuple[float, float]] = {
+    "l0": (-0.8, -0.4),  # ambient 0.1 .. 0.3
+    "l1": (0.2, 0.8),  # diffuse 0.6 .. 0.9
+    "lx": (-0.8, 0.8),
+    "ly": (-0.2, 0.7),
+}
+BACKGROUND_RANGES_V2: dict[str, tuple[float, float]] = {"grey": (0.55, 0.8)}
 
 # Layout of each sample's uniform numbers; spare slots keep it stable if parameters are added.
 N_UNIFORMS = 64
-_HEAD = slice(0, len(HEAD_RANGES))
 _VIEW = slice(32, 32 + len(ROTATION_RAW_RANGES) + 2)
 _LIGHT = slice(40, 40 + len(LIGHT_RAW_RANGES))
-_BACKGROUND = slice(48, 48 + len(BACKGROUND_RANGES))
 
-# The versions of the family (``make-data --family``); v1 is the default, kept so that old
-# tables stay reproducible.
-FAMILIES = ("v1",)
+# The versions of the family (``make-data --family``; heads.py says what v2 changes). v1
+# is the default, kept so that old tables stay reproducible.
+FAMILIES = ("v1", "v2")
+_LIGHTS = {"v1": LIGHT_RAW_RANGES, "v2": LIGHT_RAW_RANGES_V2}
+_BACKGROUNDS = {"v1": BACKGROUND_RANGES, "v2": BACKGROUND_RANGES_V2}
 
 
 def check_family(family: str) -> str:
@@ -94,11 +105,21 @@ def check_family(family: str) -> str:
     return family
 
 
+def light_raw_ranges(family: str = "v1") -> dict[str, tuple[float, float]]:
+    """The uniform boxes of the family's raw light (l0, l1, lx, ly)."""
+    return _LIGHTS[check_family(family)]
+
+
+def background_ranges(family: str = "v1") -> dict[str, tuple[float, float]]:
+    """The uniform boxes of the family's background (grey [, tint])."""
+    return _BACKGROUNDS[check_family(family)]
+
+
 def uniform_slots(family: str, parts: Sequence[str]) -> list[slice]:
     """The slices of a sample's uniforms (N_UNIFORMS) that hold the named parts of a scene
     (any of 'head', 'view', 'light', 'background') in the family's layout."""
-    check_family(family)
-    layout = {"head": _HEAD, "view": _VIEW, "light": _LIGHT, "background": _BACKGROUND}
+    layout = {"head": slice(0, len(head_ranges(family))), "view": _VIEW, "light": _LIGHT,
+              "background": slice(48, 48 + len(background_ranges(family)))}
     return [layout[name] for name in parts]
 
 
@@ -108,9 +129,10 @@ def sample_uniforms(seed: int, indices: Sequence[int]) -> torch.Tensor:
     return torch.from_numpy(np.array(rows, dtype=np.float64).reshape(len(rows), N_UNIFORMS))
 
 
-def head_parameters(u: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Named head parameters (B,) of uniforms (B, N_UNIFORMS)."""
-    return head_params(u[:, _HEAD].float())
+def head_parameters(u: torch.Tensor, family: str = "v1") -> dict[str, torch.Tensor]:
+    """Named head parameters (B,) of the family from uniforms (B, N_UNIFORMS)."""
+    (head,) = uniform_slots(family, ["head"])
+    return head_params(u[:, head].float(), family)
 
 
 def _boxes(u: torch.Tensor, ranges: dict[str, tuple[float, float]]) -> torch.Tensor:
@@ -147,8 +169,7 @@ def view_from_raw(raw: torch.Tensor) -> torch.Tensor:
 
 def lights_raw(u: torch.Tensor, family: str = "v1") -> torch.Tensor:
     """Raw lights (B, 4) = (l0, l1, lx, ly) of the family from uniforms (B, N_UNIFORMS)."""
-    check_family(family)
-    return _boxes(u[:, _LIGHT], LIGHT_RAW_RANGES)
+    return _boxes(u[:, _LIGHT], light_raw_ranges(family))
 
 
 def light_from_raw(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -157,23 +178,29 @@ def light_from_raw(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     return raw[:, 0] / 2 + 0.5, raw[:, 1] / 2 + 0.5, direction / direction.norm(dim=1, keepdim=True)
 
 
-def backgrounds(u: torch.Tensor) -> torch.Tensor:
-    """Plain background colours (B, 3) in [0, 1] from uniforms (B, N_UNIFORMS)."""
-    grey, tint = _boxes(u[:, _BACKGROUND], BACKGROUND_RANGES).unbind(1)
-    return grey[:, None] + tint[:, None] * torch.tensor(BACKGROUND_TINT, dtype=u.dtype)
+def backgrounds(u: torch.Tensor, family: str = "v1") -> torch.Tensor:
+    """Plain background colours (B, 3) in [0, 1] of the family from uniforms (B, N_UNIFORMS)
+    (no tint where the family has none)."""
+    (slot,) = uniform_slots(family, ["background"])
+    values = _boxes(u[:, slot], background_ranges(family))
+    tint = values[:, 1:2] if values.shape[1] > 1 else torch.zeros_like(values[:, :1])
+    return values[:, :1] + tint * torch.tensor(BACKGROUND_TINT, dtype=u.dtype)
 
 
-def view_prior(max_translation: float = DEFAULT_MAX_TRANSLATION) -> dict[str, torch.Tensor]:
-    """{'mean' (6,), 'cov' (6, 6)}: exact moments of the raw view distribution."""
+def view_prior(max_translation: float = DEFAULT_MAX_TRANSLATION,
+               family: str = "v1") -> dict[str, torch.Tensor]:
+    """{'mean' (6,), 'cov' (6, 6)}: exact moments of the family's raw view distribution
+    (the same for v1 and v2)."""
+    check_family(family)
     mean, var = _box_moments(view_raw_ranges(max_translation))
     mean = torch.cat([mean, mean.new_zeros(1)])
     var = torch.cat([var, var.new_tensor([TZ_PRIOR_VARIANCE])])
     return {"mean": mean.float(), "cov": torch.diag(var).float()}
 
 
-def light_prior() -> dict[str, torch.Tensor]:
-    """{'mean' (4,), 'cov' (4, 4)}: exact moments of the raw light distribution."""
-    mean, var = _box_moments(LIGHT_RAW_RANGES)
+def light_prior(family: str = "v1") -> dict[str, torch.Tensor]:
+    """{'mean' (4,), 'cov' (4, 4)}: exact moments of the family's raw light distribution."""
+    mean, var = _box_moments(light_raw_ranges(family))
     return {"mean": mean.float(), "cov": torch.diag(var).float()}
 
 
@@ -185,13 +212,16 @@ def _tent_blur(x: torch.Tensor) -> torch.Tensor:
 
 
 def render_scenes(seed: int, indices: Sequence[int], size: int = 64,
-                  max_translation: float = DEFAULT_MAX_TRANSLATION) -> dict[str, torch.Tensor]:
-    """Render samples ``indices`` of the family ``seed`` at ``size`` px, as one batch.
+                  max_translation: float = DEFAULT_MAX_TRANSLATION,
+                  family: str = "v1") -> dict[str, torch.Tensor]:
+    """Render samples ``indices`` of the family version ``family`` drawn with ``seed`` at
+    ``size`` px, as one batch.
 
     See :func:`render_batch` for the returned tensors.
     """
     u = sample_uniforms(seed, indices)
-    return render_batch(u, views_raw(u, max_translation), lights_raw(u), size)
+    return render_batch(u, views_raw(u, max_translation), lights_raw(u, family), size,
+                        family=family)
 
 
 def render_batch(u: torch.Tensor, view_raw: torch.Tensor, light_raw: torch.Tensor,
@@ -206,12 +236,12 @@ def render_batch(u: torch.Tensor, view_raw: torch.Tensor, light_raw: torch.Tenso
     view (B, 6) physical; view_raw (B, 6); light_raw (B, 4); background (B, 3) in [0, 1];
     canon_depth (B, S, S); canon_albedo (B, 3, S, S) in [0, 1].
     """
-    check_family(family)
-    depth, albedo, mask = canonical_heads(u[:, _HEAD].float(), size, FOV_DEG, features)
+    (head,) = uniform_slots(family, ["head"])
+    depth, albedo, mask = canonical_heads(u[:, head].float(), size, FOV_DEG, features, family)
     view = view_from_raw(view_raw).float()
     ambient, diffuse, direction = light_from_raw(light_raw.float())
     shading = lambertian_shading(normals_from_depth(depth, FOV_DEG), direction, ambient, diffuse)
-    background = backgrounds(u).float()[:, :, None, None]
+    background = backgrounds(u, family).float()[:, :, None, None]
     texture = torch.cat([albedo * shading * 2 - 1, mask[:, None]], 1)
     seen, valid, view_depth = reproject(depth, texture, view, FOV_DEG, ROT_CENTER_DEPTH)
     head = seen[:, 3:4] * valid
