@@ -74,8 +74,10 @@ def test_reconstruct_writes_every_output_and_skips_finished_images(files, tmp_pa
     metrics = json.loads((folder / "metrics.json").read_text())
     assert np.isfinite(metrics["SIDE"]) and 0 <= metrics["MAD_deg"] <= 180
     counts, max_index = parse_obj_counts(folder / "mesh.obj")
-    n_vertices = 64 * 64 + 63 * 63
-    assert counts == {"v": n_vertices, "vt": n_vertices, "vn": n_vertices, "f": 4 * 63 * 63}
+    rows, cols = 64 - 2, 64 - 4  # less the mesh's margin of 1 row and 2 columns each side
+    n_vertices = rows * cols + (rows - 1) * (cols - 1)
+    assert counts == {"v": n_vertices, "vt": n_vertices, "vn": n_vertices,
+                      "f": 4 * (rows - 1) * (cols - 1)}
     assert max_index == n_vertices
     depth = np.load(folder / "depth.npy")
     assert depth.shape == (64, 64) and np.all((depth >= 0.8) & (depth <= 1.2))

@@ -35,16 +35,40 @@ def depth_to_png16(depth: torch.Tensor, min_depth: float = 0.9,
     return (g.clamp(0, 1) * 65535).round().to(torch.int32).numpy().astype(np.uint16)
 
 
+# (rows, columns) on each side that the method fixes rather than recovers: the depth's two
+# border-depth columns and the frame without central differences (normals take one more
+# column, whose difference reaches into the border). Masked in the pictures only.
+DEPTH_FRAME = (1, 2)
+NORMAL_FRAME = (1, 3)
+
+
+def mask_frame(image: torch.Tensor, frame: tuple[int, int], value) -> torch.Tensor:
+    """A copy of image (H, W) or (H, W, C) with ``frame`` = (rows, columns) on each side set
+    to ``value`` (a scalar, or (C,))."""
+    rows, cols = frame
+    h, w = image.shape[:2]
+    keep = torch.zeros(h, w, dtype=torch.bool)
+    keep[rows:h - rows, cols:w - cols] = True
+    if image.dim() == 3:
+        keep = keep.unsqueeze(-1)
+    fill = torch.as_tensor(value, dtype=image.dtype)
+    return torch.where(keep.to(image.device), image.detach(), fill.to(image.device))
+
+
 def save_depth(depth: torch.Tensor, png_path: str | Path, npy_path: str | Path,
                min_depth: float = 0.9, max_depth: float = 1.1) -> None:
-    """Depth (H, W): 16-bit PNG (release convention) and float32 .npy (metric depth)."""
-    save_image(depth_to_png16(depth, min_depth, max_depth), png_path)
+    """Depth (H, W): 16-bit PNG (release convention; :data:`DEPTH_FRAME` shown as
+    background) and float32 .npy (metric depth, as computed: what SIDE / MAD measure)."""
+    png = mask_frame(depth.detach().cpu(), DEPTH_FRAME, max_depth)
+    save_image(depth_to_png16(png, min_depth, max_depth), png_path)
     save_npy(depth.detach().float().cpu().numpy(), npy_path)
 
 
 def save_normals(normals: torch.Tensor, path: str | Path) -> None:
-    """Normals (H, W, 3) in the camera frame -> RGB image of n / 2 + 0.5."""
-    save_image(to_uint8(normals.permute(2, 0, 1)), path)
+    """Normals (H, W, 3) in the camera frame -> RGB image of n / 2 + 0.5, with
+    :data:`NORMAL_FRAME` shown as a flat (0, 0, 1)."""
+    flat = torch.tensor([0.0, 0.0, 1.0], dtype=normals.dtype)
+    save_image(to_uint8(mask_frame(normals, NORMAL_FRAME, flat).permute(2, 0, 1)), path)
 
 
 def save_rgb(image: torch.Tensor, path: str | Path) -> None:

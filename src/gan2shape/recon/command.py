@@ -25,6 +25,7 @@ from ..config import available_presets, load_config, preset_for_gan, save_config
 from ..devices import resolve_device
 from ..distributed import SINGLE, Group, from_environment, process_device
 from ..errors import UserError
+from ..export.mesh import MESH_FORMATS
 from ..fileio import writable_dir
 from ..gan.images import IMAGE_POLICY
 
@@ -99,6 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_input_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="results folder: <DIR>/<image stem>/ per image, config.yaml")
+    parser.add_argument("--mesh-format", nargs="+", default=["obj"], choices=MESH_FORMATS,
+                        help="mesh files to write: obj (always, with its .mtl and texture), "
+                        "glb (texture embedded), ply (vertex colours)")
     parser.add_argument("--overwrite", action="store_true",
                         help="redo finished images that other settings or inputs made "
                         "(without it such a folder is refused)")
@@ -292,7 +296,8 @@ def run(args) -> int:
                                              "mask": j.mask}) for j, _ in mine}
     todo, stale = [], []
     for job, latent in mine:
-        if is_finished(args.out / job.name):
+        meshes = all((args.out / job.name / f"mesh.{fmt}").is_file() for fmt in args.mesh_format)
+        if is_finished(args.out / job.name) and meshes:
             if recorded_digest(args.out / job.name) == digests[job.name]:
                 continue
             stale.append(job.name)
@@ -320,7 +325,7 @@ def run(args) -> int:
         result = rec.fit(image, latent, mask=mask, gt_depth=gt, name=job.name,
                          checkpoint=checkpoint)
         result.metrics[DIGEST_KEY] = digests[job.name]
-        result.export(out_dir)
+        result.export(out_dir, mesh_formats=tuple(args.mesh_format))
         if checkpoint.exists():
             os.remove(checkpoint)
         line = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()

@@ -96,7 +96,8 @@ class ReconResult:
     rot_center_depth: float = 1.0
     extra: dict = field(default_factory=dict)
 
-    def export(self, out_dir: str | os.PathLike) -> Path:
+    def export(self, out_dir: str | os.PathLike, mesh_formats: tuple[str, ...] = ("obj",)
+               ) -> Path:
         """Write every output file of docs/method.md section 5 into out_dir (atomically,
         file by file; metrics.json last, so its presence means the folder is complete)."""
         out = Path(out_dir)
@@ -115,7 +116,7 @@ class ReconResult:
                                  "then translate"}, out / "view.json")
         save_json(self.light, out / "light.json")
         export.write_textured_mesh(out, self.depth, self.canonical, self.fov_deg,
-                                   self.rot_center_depth)
+                                   self.rot_center_depth, formats=mesh_formats)
         seq = self.sequences
         export.save_sequence([seq["rotation_mesh"], seq["rotation_gan"]],
                              out / "rotation_grid.png", out / "rotation.gif")
