@@ -16,6 +16,7 @@ import torch
 
 from ..errors import UserError
 from ..fileio import load_torch, save_torch
+from .encoder import ImageEncoder
 from .networks import Discriminator, Generator, default_channels
 
 GAN2SHAPE_WEIGHT_KEYS = ("netD", "netA", "netV", "netL", "netEnc")
@@ -25,13 +26,16 @@ GAN2SHAPE_WEIGHT_KEYS = ("netD", "netA", "netV", "netL", "netEnc")
 class StyleGAN2:
     """A loaded checkpoint: ``generator`` (g_ema weights), ``discriminator``, ``size``.
 
-    ``latent_avg`` is the checkpoint's mean W (1, style_dim) when it stores one, else None.
+    ``latent_avg`` is the checkpoint's mean W (1, style_dim) when it stores one, else None;
+    ``encoder`` the image encoder into Z that ``train-gan``'s autoencoder warm start trained
+    (key 'encoder'), else None.
     """
 
     generator: Generator
     discriminator: Discriminator | None
     size: int
     latent_avg: torch.Tensor | None = None
+    encoder: ImageEncoder | None = None
 
     @property
     def channel_multiplier(self) -> int | None:
@@ -133,7 +137,15 @@ def load_stylegan2(path_or_dict, device: str | torch.device = "cpu",
         latent_avg = latent_avg.reshape(1, -1).float().to(device)
     else:
         latent_avg = None
-    return StyleGAN2(generator.eval().to(device), discriminator, generator.size, latent_avg)
+    encoder = None
+    if isinstance(ckpt.get("encoder"), dict):
+        channels = discriminator_config(ckpt["d"], f"{name} 'd'")["channels"] \
+            if isinstance(ckpt.get("d"), dict) else generator.channels
+        encoder = ImageEncoder(generator.size, generator.style_dim, channels)
+        _load_strict(encoder, ckpt["encoder"], f"{name} 'encoder'")
+        encoder.eval().to(device)
+    return StyleGAN2(generator.eval().to(device), discriminator, generator.size, latent_avg,
+                     encoder)
 
 
 def _cpu_state(module: torch.nn.Module) -> dict:

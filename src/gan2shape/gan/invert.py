@@ -37,6 +37,11 @@ POOR_FIT_PSNR_DB = 24.0
 D_FEATURE_BLOCKS = 4  # as the release's discriminator-feature loss
 MEAN_LATENT_SAMPLES = 4096  # W samples for the starting point and the latent-noise scale
 MEAN_LATENT_SEED = 0
+Z_START_SAMPLES = 64  # prior samples searched for a Z inversion's start
+# Default latent noise, as a fraction of W's spread or of Z's typical radius. In Z, 0.05 kept
+# a small random GAN's samples at 17-20 dB after 150 steps, 0.01 reached 27-30 (4 samples).
+W_LATENT_NOISE = 0.05
+Z_LATENT_NOISE = 0.01
 
 
 class PoorFitWarning(UserWarning):
@@ -47,7 +52,8 @@ class PoorFitWarning(UserWarning):
 class InversionResult:
     """latents: (B, D) in W or (B, n_latent, D) in W+; images: (B, 3, S, S) projected;
     losses: name -> (B,) final per-image terms; psnr_db: (B,) of the projection against the
-    target (over the mask when one is given); history: (step, mean PSNR) pairs."""
+    target (over the mask when one is given); history: (step, mean PSNR) pairs; z: (B, D)
+    the input latents when the inversion ran in Z (``latents`` is then their W)."""
 
     latents: torch.Tensor
     images: torch.Tensor
@@ -55,6 +61,7 @@ class InversionResult:
     psnr_db: torch.Tensor
     noise: list[torch.Tensor] | None
     history: list[tuple[int, float]]
+    z: torch.Tensor | None = None
 
 
 def learning_rate(t: float, lr: float, rampup: float = 0.05, rampdown: float = 0.25) -> float:
@@ -199,7 +206,7 @@ def invert(
     w_plus_lr_mult: float = 0.1,
     optimise_noise: bool = False,
     noise_weight: float = 1e5,
-    latent_noise: float = 0.05,
+    latent_noise: float | None = None,
     latent_noise_ramp: float = 0.75,
     perceptual: str = "discriminator",
     discriminator: torch.nn.Module | None = None,
@@ -212,23 +219,36 @@ def invert(
     callback: Callable[[int, torch.Tensor], None] | None = None,
     record_every: int = 0,
     progress: bool = False,
+    z_space: bool = False,
+    z_radius_weight: float = 0.01,
 ) -> InversionResult:
-    """Project ``images`` (B, 3, S, S) in [-1, 1] into the generator's W (or W+) space.
+    """Project ``images`` (B, 3, S, S) in [-1, 1] into the generator's W (or W+) space, or
+    with ``z_space`` into its input space Z through the whole mapping, so that the projection
+    stays on the learned distribution (every z the mapping sees is a sample of its training
+    distribution: the mapping's pixel norm keeps only z's direction, and the directions of
+    N(0, I) samples are uniform). ``z_radius_weight`` times (mean z^2 - 1)^2, the squared
+    distance from N(0, I)'s typical radius, is added to each image's loss: it changes no
+    image, but keeps z away from 0, where the pixel norm's gradient blows up.
 
     generator: a StyleGAN2 generator (``mapping``, ``synthesis``, ``mean_latent``); its
     stored noise maps are used unless ``optimise_noise``, in which case per-image copies are
     optimised (with ``noise_weight`` times the noise regularisation) and returned.
     perceptual: "discriminator" (needs ``discriminator``), "vgg" (needs ``vgg_weights``)
     or "none". mask: (B, 1, S, S) or (1, 1, S, S) weights in [0, 1] restricting every loss.
-    init: "mean" or a latent (B or 1, D) / (B or 1, n_latent, D) to start from.
+    init: "mean" or a latent (B or 1, D) / (B or 1, n_latent, D) to start from (in Z: "mean"
+    is, per image, the nearest in pixels of 64 seeded prior samples, and a tensor is a z,
+    e.g. an image encoder's mean).
     seed: one seed for every image or one per image; each image draws its latent jitter and
     initial noise maps from its own stream, so batching does not change its result.
+    latent_noise: the starting jitter's scale (None: W_LATENT_NOISE in W, Z_LATENT_NOISE in Z).
     Losses are per image: pixel MSE, perceptual distance, noise regularisation, total.
     callback(step, per-image PSNR) is called every ``record_every`` steps (0: never), and
     the same points are kept in ``history``. progress: a tqdm bar over the steps (stderr).
     """
     device = images.device
     b, _, size, _ = images.shape
+    if z_space and w_plus:
+        raise UserError("an inversion runs in Z or in W+, not both")
     if size != generator.size or images.shape[-1] != size:
         raise UserError(f"images are {tuple(images.shape[-2:])}, the GAN makes {generator.size} px")
     if mask is not None:
@@ -265,6 +285,12 @@ def invert(
         # W+ is parameterised as a shared W latent plus per-layer offsets that start at zero
         # and move at a fraction of the learning rate: the shared part follows the same path
         # as a W-only inversion, and the offsets only refine it.
+        if latent_noise is None:
+            latent_noise = Z_LATENT_NOISE if z_space else W_LATENT_NOISE
+        if z_space:  # N(0, I)'s typical radius replaces W's spread for the latent noise
+            w_std = float(generator.style_dim) ** 0.5
+            if isinstance(init, str) and init == "mean":
+                init = nearest_prior_sample(generator, target, Z_START_SAMPLES)
         start = _initial_latent(init, w_mean, b, generator, w_plus)
         base = (start.mean(1) if w_plus else start).clone().requires_grad_(True)
         groups = [{"params": [base], "lr_mult": 1.0}]
@@ -281,6 +307,18 @@ def invert(
         def current_latent() -> torch.Tensor:
             return base if offsets is None else base[:, None, :] + offsets
 
+        def synthesise(latent: torch.Tensor) -> torch.Tensor:
+            w = generator.mapping(latent) if z_space else latent
+            return generator.synthesis(w, noise=noises or "stored")
+
+        def all_losses(projected: torch.Tensor, latent: torch.Tensor) -> dict:
+            terms = _losses(projected, target, metric, target_features, mask, noises,
+                            pixel_weight, perceptual_weight, noise_weight)
+            if z_space:
+                terms["radius"] = (latent.square().mean(1) - 1).square()
+                terms["total"] = terms["total"] + z_radius_weight * terms["radius"]
+            return terms
+
         history: list[tuple[int, float]] = []
 
         for step in tqdm(range(steps), desc="inversion", unit="step", leave=False,
@@ -291,9 +329,8 @@ def invert(
             noise_scale = w_std * latent_noise * max(0.0, 1 - t / latent_noise_ramp) ** 2
             latent = current_latent()
             jitter = randn(latent.shape[1:]) * noise_scale
-            projected = generator.synthesis(latent + jitter, noise=noises or "stored")
-            losses = _losses(projected, target, metric, target_features, mask, noises,
-                             pixel_weight, perceptual_weight, noise_weight)
+            projected = synthesise(latent + jitter)
+            losses = all_losses(projected, latent)
             optimiser.zero_grad(set_to_none=True)
             losses["total"].sum().backward()
             optimiser.step()
@@ -311,9 +348,8 @@ def invert(
 
         with torch.no_grad():
             latent = current_latent()
-            final = generator.synthesis(latent, noise=noises or "stored")
-            losses = _losses(final, target, metric, target_features, mask, noises,
-                             pixel_weight, perceptual_weight, noise_weight)
+            final = synthesise(latent)
+            losses = all_losses(final, latent)
             if offsets is not None:
                 # Keep the shared W part alone where it explains the image better than with
                 # its per-layer offsets, so W+ never ends worse than its own W component.
@@ -326,6 +362,9 @@ def invert(
                 final = torch.where(better[:, None, None, None], alt, final)
                 losses = {k: torch.where(better, alt_losses[k], v) for k, v in losses.items()}
             psnr = psnr_db(final, target, mask)
+            z = latent if z_space else None
+            if z_space:
+                latent = generator.mapping(latent)
     finally:  # give the networks back as they came
         for m, m_flags in zip(frozen, flags, strict=True):
             for p, flag in zip(m.parameters(), m_flags, strict=True):
@@ -337,7 +376,19 @@ def invert(
         psnr_db=psnr,
         noise=None if noises is None else [n.detach() for n in noises],
         history=history,
+        z=None if z is None else z.detach(),
     )
+
+
+@torch.no_grad()
+def nearest_prior_sample(generator, target: torch.Tensor, n: int) -> torch.Tensor:
+    """Per image of target (B, 3, S, S), the one of n seeded N(0, I) samples z whose image is
+    nearest in pixel MSE: (B, D), the starting point of a Z inversion."""
+    seeded = torch.Generator(device="cpu").manual_seed(MEAN_LATENT_SEED)
+    z = torch.randn(n, generator.style_dim, generator=seeded).to(target.device)
+    images = generator.synthesis(generator.mapping(z))
+    errors = (images[None] - target[:, None]).square().flatten(2).mean(2)  # (B, n)
+    return z[errors.argmin(1)]
 
 
 def _perceptual(kind: str, discriminator, vgg_weights, device):
@@ -408,13 +459,21 @@ def latent_for_image(gan, image: torch.Tensor, steps: int = 500, seed: int = 0,
     """The W latent (1, style_dim) whose GAN image best matches ``image`` (3, S, S) in [-1, 1].
 
     ``gan`` is a loaded StyleGAN2 (``.generator``, ``.discriminator``); the image is resized
-    to the GAN's resolution if needed. Warns (:class:`PoorFitWarning`) when the projection's
-    PSNR is below ``poor_fit_db``; ``options`` go to :func:`invert`.
+    to the GAN's resolution if needed. A GAN with an image encoder (``gan.encoder``) is
+    inverted in Z from the encoder's estimate, under Z's Gaussian prior; others in W from the
+    mean latent. Warns (:class:`PoorFitWarning`) when the projection's PSNR is below
+    ``poor_fit_db``; ``options`` go to :func:`invert`.
     """
     generator = gan.generator
     device = next(generator.parameters()).device
     target = prepare_image(image.to(device), generator.size)
     options.setdefault("discriminator", gan.discriminator)
+    encoder = getattr(gan, "encoder", None)
+    if encoder is not None and not options.get("w_plus") and "init" not in options:
+        options.setdefault("z_space", True)
+        if options["z_space"]:
+            with torch.no_grad():
+                options["init"] = encoder(target)[0]
     result = invert(generator, target, steps=steps, seed=seed, mask=mask, **options)
     message = fit_warning(float(result.psnr_db[0]), poor_fit_db)
     if message:

@@ -1,10 +1,18 @@
-"""``gan2shape train-gan``: train a small StyleGAN2 on a folder of images.
+"""``gan2shape train-gan``: train a small StyleGAN2 on a folder of images, or on fresh
+renders of the project's procedural faces.
 
 StyleGAN2's recipe (Karras et al. 2020) at small scale: non-saturating logistic loss, lazy R1
 on the discriminator, optional lazy path-length regularisation and style mixing, an
 exponential moving average of the generator (the network that is sampled and shipped), and
 optional differentiable flip/translate augmentation of the discriminator's inputs. Adam's
 learning rate and betas are corrected for the lazy regularisation interval as in the paper.
+
+Two additions for training on a CPU budget (``--warmup-kimg``, ``--recon-weight``): an image
+encoder (:mod:`.encoder`) turns the generator into a variational autoencoder, which is
+trained alone first (reconstruction L1 + a KL pull of the encoder's z towards the generator's
+N(0, I) prior), a warm start that converges in a fraction of the adversarial time; the
+adversarial phase then keeps that reconstruction term, so the generator's range stays the
+data's. Everything sees images only (``--procedural`` renders carry no labels into training).
 
 The output folder holds ``checkpoint.pt`` (rosinality format: 'g', 'd', 'g_ema', plus the
 optimiser states, the iteration, the options and the RNG state, so ``--resume`` continues
@@ -39,6 +47,7 @@ from ..distributed import SINGLE, Group, from_environment, joined, process_devic
 from ..errors import UserError, check_number
 from ..fileio import load_torch, save_image, save_json, writable_dir
 from . import Discriminator, Generator, save_stylegan2
+from .encoder import ImageEncoder, kl_to_standard_normal, sample_posterior
 from .images import load_image_folder, random_flip_translate, tensor_to_uint8
 from .losses import d_logistic_loss, g_nonsaturating_loss, path_length_penalty, r1_penalty
 
@@ -80,6 +89,17 @@ class TrainConfig:
     sample_every: int = 500
     log_every: int = 10
     n_samples: int = 64
+    # fresh renders of this procedural family every batch instead of a folder (data.scenes)
+    procedural: str | None = None
+    data_seed: int = 0
+    # the autoencoder warm start (iterations) and the reconstruction weight after it
+    warmup_iters: int = 0
+    recon_weight: float = 0.0
+    kl_weight: float = 0.05
+
+    @property
+    def uses_encoder(self) -> bool:
+        return self.warmup_iters > 0 or self.recon_weight > 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -173,19 +193,29 @@ def mixed_latents(g: Generator, batch: int, mixing: float, device: str) -> torch
     return torch.where(layer < cut, w[0], w[1])
 
 
-class MixingGenerator(torch.nn.Module):
-    """A generator's training forward (style-mixed latents -> images with random noise) as
-    one module call, the form DistributedDataParallel wraps."""
+class GeneratorForward(torch.nn.Module):
+    """A generator's training forward as one module call, the form DistributedDataParallel
+    wraps: images of style-mixed prior latents and, with an encoder, reconstructions of real
+    images through it (both with random noise)."""
 
-    def __init__(self, g: Generator, mixing: float):
+    def __init__(self, g: Generator, mixing: float, encoder: ImageEncoder | None = None):
         super().__init__()
-        self.g, self.mixing = g, mixing
+        self.g, self.mixing, self.encoder = g, mixing, encoder
 
-    def forward(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images (B, 3, S, S), latents (B, n_latent, style_dim))."""
-        device = next(self.g.parameters()).device
-        latents = mixed_latents(self.g, batch, self.mixing, str(device))
-        return self.g.synthesis(latents, noise="random"), latents
+    def forward(self, batch: int, real: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """{'fake' (B, 3, S, S), 'latents' (B, n_latent, style_dim)} when batch > 0, and
+        with ``real`` (B', 3, S, S): {'recon' (B', 3, S, S), 'kl' ()}."""
+        out = {}
+        if batch > 0:
+            device = next(self.g.parameters()).device
+            latents = mixed_latents(self.g, batch, self.mixing, str(device))
+            out.update(fake=self.g.synthesis(latents, noise="random"), latents=latents)
+        if real is not None:
+            mean, log_variance = self.encoder(real)
+            w = self.g.mapping(sample_posterior(mean, log_variance))
+            out.update(recon=self.g.synthesis(w, noise="random"),
+                       kl=kl_to_standard_normal(mean, log_variance))
+        return out
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -196,12 +226,15 @@ def rank_seed(seed: int, rank: int) -> int:
 class Trainer:
     """The training state (networks, optimisers, counters) and one-iteration updates."""
 
-    def __init__(self, cfg: TrainConfig, images: torch.Tensor, group: Group = SINGLE):
-        """images: (N, 3, size, size) uint8, the whole training set in memory. group: the
-        torchrun processes (a process group must be joined when there are several)."""
+    def __init__(self, cfg: TrainConfig, images: torch.Tensor | None, group: Group = SINGLE):
+        """images: (N, 3, size, size) uint8, the whole training set in memory, or None with
+        ``cfg.procedural`` (fresh renders). group: the torchrun processes (a process group
+        must be joined when there are several)."""
         if cfg.batch % group.world_size:
             raise UserError(f"--batch {cfg.batch} does not split over {group.world_size} "
                             "processes; give a multiple of their number")
+        if (images is None) == (cfg.procedural is None):
+            raise ValueError("give training images or a procedural family, not both")
         self.cfg, self.images, self.group = cfg, images, group
         self.local_batch = cfg.batch // group.world_size
         self.interrupted = False  # set by train() when a signal stopped it
@@ -210,7 +243,12 @@ class Trainer:
         self.g_ema = copy.deepcopy(self.g).eval()
         set_requires_grad(self.g_ema, False)
         self.g_optim, self.d_optim = build_optimisers(cfg, self.g, self.d)
-        self.g_train: torch.nn.Module = MixingGenerator(self.g, cfg.mixing)
+        self.encoder = self.e_optim = None
+        if cfg.uses_encoder:
+            self.encoder = ImageEncoder(cfg.size, cfg.style_dim, cfg.channels).to(cfg.device)
+            self.e_optim = torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr,
+                                            betas=(0.0, 0.99))
+        self.g_train: torch.nn.Module = GeneratorForward(self.g, cfg.mixing, self.encoder)
         self.d_train: torch.nn.Module = self.d
         if group.distributed:
             torch.manual_seed(rank_seed(cfg.seed, group.rank))
@@ -237,6 +275,17 @@ class Trainer:
         )
 
     def real_batch(self) -> torch.Tensor:
+        """This process's share of the iteration's training images (B, 3, S, S) in [-1, 1]:
+        random images of the set, or the next never-seen procedural faces (faces
+        ((iteration * processes + rank) * B ...) of the family's seed: exact on resume)."""
+        if self.cfg.procedural is not None:
+            from ..data.scenes import render_scenes
+
+            first = (self.iteration * self.group.world_size + self.group.rank) * self.local_batch
+            faces = range(first, first + self.local_batch)
+            images = render_scenes(self.cfg.data_seed, faces, self.cfg.size,
+                                   family=self.cfg.procedural)["image"]
+            return images.to(self.cfg.device)
         index = torch.randint(0, self.images.shape[0], (self.local_batch,))
         batch = self.images[index].to(self.cfg.device, non_blocking=True)
         return batch.float() / 127.5 - 1.0
@@ -253,6 +302,8 @@ class Trainer:
         is where it is held fixed, so only the trained network's gradients are averaged.
         Returns the iteration's losses and scores as detached 0-dim tensors on the device:
         reading them (``float``) waits for the device, so the loop does it only to log."""
+        if self.iteration < self.cfg.warmup_iters:
+            return self.warmup_step()
         cfg, g, d, batch = self.cfg, self.g, self.d, self.local_batch
         i = self.iteration
         stats: dict[str, torch.Tensor] = {}
@@ -263,7 +314,7 @@ class Trainer:
         set_requires_grad(d, True)
         with self.autocast():
             with torch.no_grad():
-                fake, _ = self.g_train(batch)
+                fake = self.g_train(batch)["fake"]
             fake_logits = self.d_train(self.augment(fake.detach()))
             real_logits = self.d_train(self.augment(real))
         d_loss = d_logistic_loss(real_logits, fake_logits)
@@ -286,21 +337,29 @@ class Trainer:
             self.d_optim.step()
             stats["r1"] = r1.detach()
 
-        # Generator.
+        # Generator (and the encoder, whose reconstruction term keeps the range the data's).
         set_requires_grad(g, True)
         set_requires_grad(d, False)
         with self.autocast():
-            fake, _ = self.g_train(batch)
-            fake_logits = d(self.augment(fake))
+            out = self.g_train(batch, real if self.encoder is not None else None)
+            fake_logits = d(self.augment(out["fake"]))
         g_loss = g_nonsaturating_loss(fake_logits)
+        stats["g_loss"] = g_loss.detach()
+        if self.encoder is not None:
+            recon, kl = self.reconstruction_losses(out, real)
+            g_loss = g_loss + cfg.recon_weight * (recon + cfg.kl_weight * kl)
+            stats.update(recon=recon.detach(), kl=kl.detach())
+            self.e_optim.zero_grad(set_to_none=True)
         self.g_optim.zero_grad(set_to_none=True)
         g_loss.backward()
         self.g_optim.step()
-        stats["g_loss"] = g_loss.detach()
+        if self.encoder is not None:
+            self.e_optim.step()
         if cfg.pl_weight > 0 and i % cfg.pl_every == 0:
             pl_batch = max(1, batch // cfg.pl_batch_shrink)
             with self.autocast():
-                fake, latents = self.g_train(pl_batch)
+                out = self.g_train(pl_batch)
+                fake, latents = out["fake"], out["latents"]
             penalty, self.mean_path_length, length = path_length_penalty(
                 fake, latents, self.mean_path_length
             )
@@ -312,6 +371,30 @@ class Trainer:
         self.iteration += 1
         accumulate(self.g_ema, g, ema_beta(cfg, self.iteration * cfg.batch))
         return stats
+
+    @staticmethod
+    def reconstruction_losses(out: dict[str, torch.Tensor], real: torch.Tensor
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean |recon - real|, KL of the encoder's posterior to N(0, I)): 0-dim each."""
+        return (out["recon"].float() - real).abs().mean(), out["kl"]
+
+    def warmup_step(self) -> dict[str, torch.Tensor]:
+        """One iteration of the autoencoder warm start: the generator and the encoder learn
+        to reconstruct real images (L1 + kl_weight * KL); the discriminator waits."""
+        cfg = self.cfg
+        real = self.real_batch()
+        set_requires_grad(self.g, True)
+        with self.autocast():
+            out = self.g_train(0, real)
+        recon, kl = self.reconstruction_losses(out, real)
+        self.g_optim.zero_grad(set_to_none=True)
+        self.e_optim.zero_grad(set_to_none=True)
+        (recon + cfg.kl_weight * kl).backward()
+        self.g_optim.step()
+        self.e_optim.step()
+        self.iteration += 1
+        accumulate(self.g_ema, self.g, ema_beta(cfg, self.iteration * cfg.batch))
+        return {"recon": recon.detach(), "kl": kl.detach()}
 
     # -- samples and checkpoints -----------------------------------------------------------
 
@@ -341,7 +424,13 @@ class Trainer:
         distributed: every process's RNG state is gathered (process 0's is 'rng_state')."""
         cfg = self.cfg
         ranks = self.group.gather(self.rng_state())
+        extra = {}
+        if self.encoder is not None:
+            extra = {"encoder": {k: v.detach().cpu().clone()
+                                 for k, v in self.encoder.state_dict().items()},
+                     "e_optim": self.e_optim.state_dict()}
         return {
+            **extra,
             "g_optim": self.g_optim.state_dict(),
             "d_optim": self.d_optim.state_dict(),
             "iteration": self.iteration,
@@ -364,6 +453,9 @@ class Trainer:
         self.g_ema.load_state_dict(ckpt["g_ema"])
         self.g_optim.load_state_dict(ckpt["g_optim"])
         self.d_optim.load_state_dict(ckpt["d_optim"])
+        if self.encoder is not None:
+            self.encoder.load_state_dict(ckpt["encoder"])
+            self.e_optim.load_state_dict(ckpt["e_optim"])
         self.iteration = int(ckpt["iteration"])
         self.mean_path_length = ckpt["mean_path_length"].to(self.cfg.device)
         ranks = ckpt.get("rng_state_ranks", [ckpt["rng_state"]])
@@ -400,12 +492,13 @@ class _StopFlag:
 
 
 def train(
-    cfg: TrainConfig, images: torch.Tensor, out_dir: str | Path, resume: bool = False,
+    cfg: TrainConfig, images: torch.Tensor | None, out_dir: str | Path, resume: bool = False,
     progress: bool = True, group: Group = SINGLE, minutes: float | None = None,
 ) -> Trainer:
     """Train until ``cfg.iters`` iterations, checkpointing into ``out_dir``.
 
-    images: (N, 3, size, size) uint8. With ``resume`` the run continues from
+    images: (N, 3, size, size) uint8, or None with ``cfg.procedural``. With ``resume`` the
+    run continues from
     ``out_dir/checkpoint.pt`` (networks, optimisers, iteration and RNG state), so a run
     that is stopped and resumed gives the same networks as one that never stopped (with the
     same number of processes). group: the torchrun processes, whose group is joined;
@@ -455,7 +548,8 @@ def train(
                 )
                 with open(log_path, "a") as f:
                     f.write(json.dumps(stats) + "\n")
-                bar.set_postfix(d=f"{stats['d_loss']:.3f}", g=f"{stats['g_loss']:.3f}")
+                bar.set_postfix({k: f"{stats[k]:.3f}" for k in ("d_loss", "g_loss", "recon")
+                                 if k in stats})
                 window_start, window_iters = time.monotonic(), 0
             if main and cfg.sample_every > 0 and it % cfg.sample_every == 0:
                 save_image(trainer.sample_grid(), out_dir / "samples" / f"{it:07d}.png")
@@ -491,7 +585,24 @@ def _truncate_log(path: Path, iteration: int) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", help="folder of images (or a make-data folder with images/)")
+    parser.add_argument("data", nargs="?",
+                        help="folder of images (or a make-data folder with images/); "
+                        "not with --procedural")
+    parser.add_argument("--procedural", metavar="FAMILY",
+                        help="train on fresh renders of the procedural faces of this family "
+                        "(make-data --family) every batch, never the same face twice")
+    parser.add_argument("--data-seed", type=int, default=0,
+                        help="the procedural family's seed (held-out test faces: 1)")
+    parser.add_argument("--style-dim", type=int, default=512,
+                        help="latent width (the release's 512; small values narrow the range)")
+    parser.add_argument("--warmup-kimg", type=float, default=0.0,
+                        help="first train generator + encoder as an autoencoder for this many "
+                        "thousand images (no discriminator)")
+    parser.add_argument("--recon-weight", type=float, default=0.0,
+                        help="weight of the autoencoder's reconstruction in the adversarial "
+                        "phase")
+    parser.add_argument("--kl-weight", type=float, default=0.05,
+                        help="weight of the encoder's KL to N(0, I) in the reconstruction term")
     parser.add_argument("--out", required=True, help="output folder (checkpoint, samples, log)")
     parser.add_argument("--size", type=int, default=64, help="resolution (power of 2)")
     width = parser.add_mutually_exclusive_group()
@@ -566,6 +677,24 @@ def config_from_args(args: argparse.Namespace, group: Group = SINGLE) -> TrainCo
                           ("--ckpt-every", args.ckpt_every), ("--log-every", args.log_every)):
         if value < 1:
             raise UserError(f"{option} must be at least 1, got {value}")
+    if args.style_dim < 1:
+        raise UserError("--style-dim must be positive")
+    for name in ("warmup_kimg", "recon_weight", "kl_weight"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(f"--{name.replace('_', '-')} must be a finite number >= 0")
+    if (args.data is None) == (args.procedural is None):
+        raise UserError("give a DATA folder or --procedural FAMILY (one of them)")
+    if args.procedural is not None:
+        from ..data.scenes import FAMILIES
+
+        if args.procedural not in FAMILIES:
+            raise UserError(f"--procedural {args.procedural!r}: choose from "
+                            f"{', '.join(FAMILIES)}")
+    warmup_iters = int(math.ceil(args.warmup_kimg * 1000 / args.batch))
+    if (warmup_iters > 0 or args.recon_weight > 0) and args.pl_weight > 0:
+        raise UserError("--pl-weight does not combine with the autoencoder (--warmup-kimg, "
+                        "--recon-weight)")
     if args.iters is not None:
         iters = args.iters
     elif args.kimg is not None:
@@ -573,7 +702,9 @@ def config_from_args(args: argparse.Namespace, group: Group = SINGLE) -> TrainCo
     else:
         iters = int(math.ceil(1000 * 1000 / args.batch))
     return TrainConfig(
-        size=size, channels=channels, n_mlp=args.n_mlp, batch=args.batch, iters=iters,
+        size=size, channels=channels, style_dim=args.style_dim, n_mlp=args.n_mlp,
+        batch=args.batch, iters=iters, procedural=args.procedural, data_seed=args.data_seed,
+        warmup_iters=warmup_iters, recon_weight=args.recon_weight, kl_weight=args.kl_weight,
         lr=args.lr, r1=args.r1, r1_every=args.r1_every, pl_weight=args.pl_weight,
         pl_every=args.pl_every, mixing=args.mixing, aug=args.aug, ema_kimg=args.ema_kimg,
         seed=args.seed, bf16=default_bf16(device) if args.bf16 is None else args.bf16,
@@ -593,7 +724,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{ckpt_path} exists: pass --resume to continue it, or another --out")
     if args.resume and ckpt_path.exists():
         saved = TrainConfig.from_dict(load_torch(ckpt_path, "training checkpoint")["args"])
-        for name in ("size", "channels", "style_dim", "n_mlp"):
+        for name in ("size", "channels", "style_dim", "n_mlp", "uses_encoder"):
             if getattr(saved, name) != getattr(cfg, name):
                 raise UserError(
                     f"--resume: {name} {getattr(cfg, name)} differs from the checkpoint's "
@@ -601,10 +732,12 @@ def run(args: argparse.Namespace) -> int:
                 )
     if args.resume and not ckpt_path.exists() and group.is_main:
         print(f"train-gan: --resume: no checkpoint in {out_dir} yet, starting a new run")
-    images = load_image_folder(args.data, cfg.size)
+    images = None if cfg.procedural else load_image_folder(args.data, cfg.size)
     processes = f", {group.world_size} processes" if group.distributed else ""
     if group.is_main:
-        print(f"train-gan: {images.shape[0]} images at {cfg.size} px, widths {cfg.channels}, "
+        source = f"procedural family {cfg.procedural} (seed {cfg.data_seed}), fresh renders" \
+            if cfg.procedural else f"{images.shape[0]} images"
+        print(f"train-gan: {source} at {cfg.size} px, widths {cfg.channels}, "
               f"batch {cfg.batch}, until iteration {cfg.iters}, bf16 {cfg.bf16}, "
               f"{cfg.device}{processes}")
     with joined(group, torch.device(cfg.device)):
