@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from gan2shape.config import load_config
+from gan2shape.errors import UserError
 from gan2shape.gan import Discriminator, Generator, load_stylegan2, save_stylegan2
 from gan2shape.recon import Reconstructor, SequenceSpec, factors, steps
 from gan2shape.recon import reconstructor as reconstructor_module
@@ -399,3 +400,29 @@ def test_a_known_input_light_replaces_the_light_network(gan, sample):
     assert all(p.grad is None for p in rec.nets["netL"].parameters())
     with pytest.raises(UserError, match="known light"):
         rec.fit(image, w, light=known.repeat(2))
+
+
+def test_z_latent_space_projects_through_the_whole_mapping(gan, sample):
+    """latent_space z: projected = G(mapping(z + E(x) - E(gan image))), by hand; the GAN
+    image itself projects to itself, and the offset regularised is the z offset."""
+    torch.manual_seed(2)
+    z = torch.randn(1, STYLE_DIM)
+    w = gan.generator.mapping(z)
+    image = sample[0]
+    rec = make_reconstructor(gan, "latent_space=z", "F1_d=8")
+    target = rec.target(image, w, code=z)
+    with torch.no_grad():
+        projected, offset = rec.ctx.project(target, target.gan_image)
+        assert offset.abs().max() < 1e-5
+        torch.testing.assert_close(projected, target.gan_image, atol=1e-5, rtol=0)
+        pseudo = target.gan_image.flip(3)
+        projected, offset = rec.ctx.project(target, pseudo)
+        enc = rec.nets["netEnc"]
+        by_hand = gan.generator.mapping(z + enc(pseudo) - enc(target.gan_image))
+        expected = rec.ctx.render_latent(by_hand, target.origin_size)
+    torch.testing.assert_close(projected, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(offset, enc(pseudo) - enc(target.gan_image))
+    with pytest.raises(UserError, match="needs the image's input latent z"):
+        rec.target(image, w)
+    with pytest.raises(UserError, match="needs F1_d 8"):
+        make_reconstructor(gan, "latent_space=z", "F1_d=2")

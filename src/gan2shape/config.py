@@ -37,6 +37,7 @@ MASK_METHODS = ("box", "foreground", "file", "segmenter")
 PERCEPTUAL_CHOICES = ("lpips", "vgg16", "discriminator", "none")
 PRIOR_MODES = ("fit", "residual")
 SAMPLE_PARAMS = ("predicted", "rendered")
+LATENT_SPACES = ("w", "z")
 CONVENTIONS = ("clean", "release")
 
 # Keys of the release's YAML files that drove its trainer, logging or multi-GPU set-up;
@@ -114,6 +115,12 @@ class ReconConfig:
     # own, which the projection is trained to keep (networks trained from scratch per image
     # cannot predict a new view after a few dozen steps).
     sample_params: str = "predicted"
+    # Where Step 2's latent encoder moves a projection: "w", the release's (w + mapping_tail(h)
+    # - center_w), or "z": the image's input latent z (from an inversion in Z, ``code`` of
+    # Reconstructor.fit) plus the encoder's offset, through the whole mapping, so every
+    # projection is the mapping's image of a z and stays on the learned distribution (the
+    # offset, not a W difference, is then what lam_regular regularises).
+    latent_space: str = "w"
     rand_light: list[float] = field(
         default_factory=lambda: [-1.0, 1.0, -0.2, 0.8, -0.1, 0.6, -0.6])
     # optimisation
@@ -248,6 +255,11 @@ class ReconConfig:
              f"need 0 < prior_near < prior_far, got {self.prior_near}, {self.prior_far}")
         need(self.prior_far - self.prior_near < 0.4,
              "prior_far - prior_near must be below the ellipsoid radius 0.4")
+        need(self.latent_space in LATENT_SPACES,
+             f"latent_space must be one of {', '.join(LATENT_SPACES)}")
+        need(self.latent_space == "w" or self.F1_d == 8,
+             "latent_space z takes the encoder's offset through the whole mapping: it needs "
+             "F1_d 8")
         need(self.sample_params in SAMPLE_PARAMS,
              f"sample_params must be one of {', '.join(SAMPLE_PARAMS)}")
         need(self.prior_mode in PRIOR_MODES,

@@ -456,7 +456,16 @@ def prepare_image(image: torch.Tensor, size: int) -> torch.Tensor:
 def latent_for_image(gan, image: torch.Tensor, steps: int = 500, seed: int = 0,
                      mask: torch.Tensor | None = None,
                      poor_fit_db: float = POOR_FIT_PSNR_DB, **options) -> torch.Tensor:
-    """The W latent (1, style_dim) whose GAN image best matches ``image`` (3, S, S) in [-1, 1].
+    """The W latent (1, style_dim) whose GAN image best matches ``image`` (3, S, S) in [-1, 1]
+    (:func:`codes_for_image`'s W)."""
+    return codes_for_image(gan, image, steps, seed, mask, poor_fit_db, **options)[0]
+
+
+def codes_for_image(gan, image: torch.Tensor, steps: int = 500, seed: int = 0,
+                    mask: torch.Tensor | None = None, poor_fit_db: float = POOR_FIT_PSNR_DB,
+                    **options) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(W latent (1, style_dim), its input latent z (1, style_dim) or None) whose GAN image
+    best matches ``image`` (3, S, S) in [-1, 1]; z when the inversion ran in Z.
 
     ``gan`` is a loaded StyleGAN2 (``.generator``, ``.discriminator``); the image is resized
     to the GAN's resolution if needed. A GAN with an image encoder (``gan.encoder``) is
@@ -478,7 +487,7 @@ def latent_for_image(gan, image: torch.Tensor, steps: int = 500, seed: int = 0,
     message = fit_warning(float(result.psnr_db[0]), poor_fit_db)
     if message:
         warnings.warn(message, PoorFitWarning, stacklevel=2)
-    return result.latents[:1]
+    return result.latents[:1], None if result.z is None else result.z[:1]
 
 
 def invert_image(path, gan, device=None, steps: int = 500, crop=None, seed: int = 0,

@@ -204,12 +204,23 @@ class Reconstructor:
     # --- inputs ------------------------------------------------------------------------
 
     def target(self, image: torch.Tensor, latent: torch.Tensor,
-               mask: torch.Tensor | None = None, what: str = "image") -> steps.Target:
+               mask: torch.Tensor | None = None, what: str = "image",
+               code: torch.Tensor | None = None) -> steps.Target:
         """Check and prepare one input. image (3, N, N) in [-1, 1] as loaded from its file
         (the config's ``crop`` is applied here, then the resize to image_size); latent
-        (1, style_dim) or (style_dim,) in W; mask (N, N), (1, N, N) or (1, 1, N, N)."""
+        (1, style_dim) or (style_dim,) in W; mask (N, N), (1, N, N) or (1, 1, N, N);
+        code (1, style_dim): the z whose mapping is latent, needed by ``latent_space: z``
+        (``gan.invert.codes_for_image`` gives both)."""
         cfg, dev = self.cfg, self.device
         style_dim = self.ctx.generator.style_dim
+        if cfg.latent_space == "z" and cfg.use_gan_samples:
+            if code is None:
+                raise UserError(f"{what}: latent_space z needs the image's input latent z "
+                                "(an inversion in Z), not only its W")
+            code = torch.as_tensor(code).float().reshape(1, -1).to(dev)
+            if code.shape[1] != style_dim:
+                raise UserError(f"{what}: z has {code.shape[1]} features, the GAN {style_dim}")
+            _check_finite(code, f"{what}: z")
         if image.dim() != 3 or image.shape[0] != 3:
             raise UserError(f"{what}: expected an RGB image (3, N, N), got shape "
                             f"{tuple(image.shape)}")
@@ -244,7 +255,7 @@ class Reconstructor:
         if cfg.prior_mode == "residual":
             offset = factors.raw_from_depth(self.shape_prior(mask)[None], cfg.min_depth,
                                             cfg.max_depth)
-        return steps.Target(x, latent, gan_image, mask, origin, offset)
+        return steps.Target(x, latent, gan_image, mask, origin, offset, code=code)
 
     def _crop_resize(self, x: torch.Tensor, origin: int) -> torch.Tensor:
         crop = self.cfg.crop
@@ -258,8 +269,9 @@ class Reconstructor:
     def fit(self, image: torch.Tensor, latent: torch.Tensor, mask: torch.Tensor | None = None,
             gt_depth: torch.Tensor | None = None, name: str = "image",
             checkpoint: str | os.PathLike | None = None,
-            light: factors.Light | None = None) -> ReconResult:
-        """Reconstruct one image (see :meth:`target` for the inputs).
+            light: factors.Light | None = None, code: torch.Tensor | None = None
+            ) -> ReconResult:
+        """Reconstruct one image (see :meth:`target` for the inputs, ``code`` among them).
 
         gt_depth: optional ground-truth depth (S, S) in the image's view (metric, at
         image_size) for SIDE / MAD. checkpoint: a file for stage checkpoints (resume).
@@ -268,7 +280,7 @@ class Reconstructor:
         """
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
-        target = self.target(image, latent, mask, name)
+        target = self.target(image, latent, mask, name, code)
         if light is not None:
             target.light = self._known_light(light, name)
         self.reset()

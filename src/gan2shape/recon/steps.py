@@ -44,7 +44,8 @@ class Target:
     cropping (for the release's ``crop``); depth_offset (1, S, S): the shape prior in the
     depth network's raw units, added to its output (``prior_mode: residual``), or None;
     light: the input's light when it is known (batch 1), used instead of the light
-    network's estimate, or None.
+    network's estimate, or None; code (1, style_dim): the input latent z whose mapping is
+    ``latent`` (``latent_space: z``), or None.
     """
 
     image: torch.Tensor
@@ -54,6 +55,7 @@ class Target:
     origin_size: int | None = None
     depth_offset: torch.Tensor | None = None
     light: factors.Light | None = None
+    code: torch.Tensor | None = None
 
 
 @dataclass
@@ -184,7 +186,9 @@ class Context:
         """Project images (B, 3, S, S) onto the GAN manifold through the latent encoder.
 
         h = E(images) [- E(gan_image) if relative_enc] + center_h;
-        offset = mapping_tail(h) - center_w; projected = G(w + offset).
+        offset = mapping_tail(h) - center_w; projected = G(w + offset). With
+        ``latent_space: z``: offset = E(images) [- E(gan_image)]; projected =
+        G(mapping(z + offset)), z the target's code.
         Returns projected (B, 3, S, S) and offset (B, style_dim).
         """
         enc = self.nets["netEnc"]
@@ -193,6 +197,9 @@ class Context:
             code = codes[:-1] - codes[-1:]
         else:
             code = enc(images)
+        if self.cfg.latent_space == "z":
+            latent = self.generator.mapping(target.code + code)
+            return self.render_latent(latent, target.origin_size), code
         offset = self.generator.mapping(code + self.center_h, self.mapping_split) - self.center_w
         projected = self.render_latent(target.latent + offset, target.origin_size)
         return projected, offset
