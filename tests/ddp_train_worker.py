@@ -32,7 +32,7 @@ def hand_averaged(loss_fn, module: torch.nn.Module) -> list[torch.Tensor]:
 def check_gradients_are_averaged(trainer: Trainer) -> None:
     real = trainer.real_batch()
     with torch.no_grad():
-        fake, _ = trainer.g_train.module(trainer.local_batch)
+        fake = trainer.g_train.module(trainer.local_batch)["fake"]
     set_requires_grad(trainer.g, False)
     set_requires_grad(trainer.d, True)
 
@@ -52,7 +52,7 @@ def check_gradients_are_averaged(trainer: Trainer) -> None:
     def g_loss(g):
         def loss():
             torch.manual_seed(seed)  # the same latents and noise through both paths
-            return g_nonsaturating_loss(trainer.d(g(trainer.local_batch)[0]))
+            return g_nonsaturating_loss(trainer.d(g(trainer.local_batch)["fake"]))
         return loss
 
     expected = hand_averaged(g_loss(trainer.g_train.module), trainer.g)
