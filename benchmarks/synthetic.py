@@ -157,7 +157,7 @@ class Bench:
 
     def run_face(self, index: int, path: Path, bar: tqdm) -> dict:
         """Fill in the missing methods of face ``index``'s record, saving after each."""
-        from gan2shape.gan.invert import PoorFitWarning, latent_for_image, prepare_image, psnr_db
+        from gan2shape.gan.invert import PoorFitWarning, codes_for_image, prepare_image, psnr_db
 
         record = load_record(path, self.settings)
         scores, seconds = record["scores"], record["seconds"]
@@ -182,8 +182,8 @@ class Bench:
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", PoorFitWarning)  # the PSNR is recorded instead
-                latent = latent_for_image(self.gan, image.to(self.device),
-                                          steps=self.invert_steps)
+                latent, code = codes_for_image(self.gan, image.to(self.device),
+                                               steps=self.invert_steps)
             seconds["inversion"] = time.perf_counter() - start
             with torch.no_grad():
                 projected = self.gan.generator.synthesis(latent)
@@ -191,7 +191,7 @@ class Bench:
                 record["inversion_psnr_db"] = float(psnr_db(projected, target)[0])
             bar.set_postfix_str(f"test{index:04d} GAN2Shape")
             start = time.perf_counter()
-            result = self.full.fit(image, latent, gt_depth=gt)
+            result = self.full.fit(image, latent, gt_depth=gt, code=code)
             seconds["GAN2Shape"] = time.perf_counter() - start + seconds["inversion"]
             scores["GAN2Shape"] = {k: result.metrics[k] for k in ("SIDE", "MAD_deg")}
             save_json(record, path)
