@@ -61,7 +61,7 @@ from gan2shape.data import fit, scenes
 from gan2shape.errors import UserError, run_script
 from gan2shape.fileio import save_torch
 from gan2shape.gan import load_stylegan2
-from gan2shape.gan.invert import PoorFitWarning, invert, latent_for_image
+from gan2shape.gan.invert import PoorFitWarning, codes_for_image, invert
 from gan2shape.recon import Reconstructor, SequenceSpec, steps
 from gan2shape.recon.reconstructor import stage_plan
 
@@ -103,10 +103,10 @@ def parse_args() -> argparse.Namespace:
 
 
 def face_target(rec: Reconstructor, scene: dict, latent: torch.Tensor,
-                true_light: bool) -> steps.Target:
-    """The face's target; with ``true_light`` its input is lit by the scene's true light
-    instead of the light network's estimate."""
-    target = rec.target(scene["image"][0], latent)
+                true_light: bool, code: torch.Tensor | None = None) -> steps.Target:
+    """The face's target (code: its z, for ``latent_space: z``); with ``true_light`` its
+    input is lit by the scene's true light instead of the light network's estimate."""
+    target = rec.target(scene["image"][0], latent, code=code)
     if true_light:
         target.light = heldout.input_light(scene)
     return target
@@ -129,15 +129,15 @@ def measure_face(gan, cfg, index: int, args) -> dict[str, float]:
     scene = heldout.heldout_scenes([index], args.family, args.split)
     image = scene["image"][0]
     if args.no_gan:
-        latent = torch.zeros(1, gan.generator.style_dim)
+        latent = code = torch.zeros(1, gan.generator.style_dim)
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PoorFitWarning)
-            latent = latent_for_image(gan, image, steps=args.invert_steps)
+            latent, code = codes_for_image(gan, image, steps=args.invert_steps)
     rec = Reconstructor(gan, cfg, device="cpu", progress=False, sequences=NO_SEQUENCES)
     ctx, stage = rec.ctx, stage_plan(cfg)[0]
     torch.manual_seed(cfg.seed)
-    target = face_target(rec, scene, latent, args.true_light)
+    target = face_target(rec, scene, latent, args.true_light, code)
     if rec.needs_prior:
         rec.fit_prior(target)
     rec._train(steps.STEP1_NETS, stage.step1, "step 1",
