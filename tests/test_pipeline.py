@@ -195,7 +195,7 @@ def test_output_file_list_matches_interfaces():
     expected = {"depth.png", "depth.npy", "normal.png", "albedo.png", "shading.png",
                 "canonical.png", "view.json", "light.json", "mesh.obj", "mesh.mtl",
                 "texture.png", "rotation.gif", "relight.gif", "rotation_grid.png",
-                "relight_grid.png", "metrics.json"}
+                "relight_grid.png", "viewer.html", "metrics.json"}
     assert set(reconstructor_module.OUTPUT_FILES) == expected
 
 

@@ -128,12 +128,13 @@ def _trimesh(mesh: dict[str, np.ndarray], texture: np.ndarray, colours: bool):
 def write_textured_mesh(out_dir: str | Path, depth: torch.Tensor, texture: torch.Tensor,
                         fov_deg: float = 10.0, rot_center_depth: float = 1.0,
                         stem: str = "mesh", texture_name: str = "texture.png",
-                        formats: tuple[str, ...] = ("obj",)) -> None:
+                        formats: tuple[str, ...] = ("obj",)) -> dict[str, np.ndarray]:
     """Write the mesh into out_dir, atomically, in each of ``formats``: ``obj`` (always
     written: ``<stem>.obj``, ``<stem>.mtl`` and the texture PNG), ``glb`` (``<stem>.glb``,
     texture embedded), ``ply`` (``<stem>.ply``, vertex colours).
 
     depth: (H, W) canonical depth; texture: (3, H, W) in [-1, 1] (the canonical image).
+    Returns the mesh written (as :func:`grid_mesh` returns it).
     """
     out_dir = Path(out_dir)
     unknown = set(formats) - set(MESH_FORMATS)
@@ -150,3 +151,4 @@ def write_textured_mesh(out_dir: str | Path, depth: torch.Tensor, texture: torch
             data = _trimesh(mesh, pixels, colours=fmt == "ply").export(file_type=fmt)
             with atomic_path(out_dir / f"{stem}.{fmt}") as tmp:
                 tmp.write_bytes(data)
+    return mesh

@@ -38,7 +38,7 @@ CHECKPOINT_VERSION = 1
 OUTPUT_FILES = (
     "depth.png", "depth.npy", "normal.png", "albedo.png", "shading.png", "canonical.png",
     "view.json", "light.json", "mesh.obj", "mesh.mtl", "texture.png", "rotation.gif",
-    "relight.gif", "rotation_grid.png", "relight_grid.png", "metrics.json",
+    "relight.gif", "rotation_grid.png", "relight_grid.png", "viewer.html", "metrics.json",
 )
 
 
@@ -115,8 +115,9 @@ class ReconResult:
                    "convention": "rotate about (0, 0, rot_center_depth) by Rz Ry Rx, "
                                  "then translate"}, out / "view.json")
         save_json(self.light, out / "light.json")
-        export.write_textured_mesh(out, self.depth, self.canonical, self.fov_deg,
-                                   self.rot_center_depth, formats=mesh_formats)
+        mesh = export.write_textured_mesh(out, self.depth, self.canonical, self.fov_deg,
+                                          self.rot_center_depth, formats=mesh_formats)
+        export.write_viewer(out, mesh, self.light, title=f"gan2shape: {self.name}")
         seq = self.sequences
         export.save_sequence([seq["rotation_mesh"], seq["rotation_gan"]],
                              out / "rotation_grid.png", out / "rotation.gif")
