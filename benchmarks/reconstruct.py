@@ -1,33 +1,57 @@
 """Per-iteration time of each step of the reconstruction, the per-image total, and where the
-time goes (GAN, discriminator, factor networks, renderer).
+time goes (GAN, discriminator, factor networks, renderer); with ``--baseline``, before and
+after the speed-ups side by side.
 
     python benchmarks/reconstruct.py [--presets synface celeba] [--gan CKPT] [--iters 3]
-                                     [--device cpu|cuda] [--threads N]
+                                     [--device cpu|cuda] [--threads N] [--baseline]
+                                     [--repeat R] [--set KEY=VALUE ...] [--no-breakdown]
 
 Without ``--gan`` a randomly initialised StyleGAN2 of the preset's size and channel
 multiplier is used (the timing does not depend on the weights). Each step is timed as the
 pipeline runs it (forward, backward, Adam step); the breakdown times each component alone,
 with the batch sizes and gradient needs it has inside that step, so the shares show where
 the next speed-up should aim. The per-image total is the stage schedule of the preset
-multiplied out, plus the shape prior and the result (sequences) measured once.
+multiplied out, plus the shape prior and the result (sequences) measured once. Wall and
+process CPU time (user + sys of all threads) are both given: on a shared machine the CPU
+time is the steadier of the two.
+
+``--baseline`` runs each preset in fresh processes, alternately without the speed-ups
+(``before``: the allocator left as it is, ``reuse_target_features=false``) and with them
+(``after``: :func:`gan2shape.memory.keep_freed_memory` and the default config, plus any
+``--set`` overrides), ``--repeat`` times each, and prints the medians side by side with
+their ratios. ``--set`` overrides apply to the ``after`` side only (to time a further
+option, such as ``gan_precision=bfloat16``, against the release's path).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from gan2shape.config import load_config
+from gan2shape.errors import run_script
 from gan2shape.gan import Discriminator, Generator, StyleGAN2, load_stylegan2
+from gan2shape.memory import keep_freed_memory
 from gan2shape.recon import Reconstructor, steps
 from gan2shape.recon.reconstructor import stage_plan
 
+BEFORE_OVERRIDES = ["reuse_target_features=false"]
+
 
 def timer(device: torch.device, iters: int) -> Callable[[Callable[[], object]], float]:
-    """Mean seconds of fn over iters runs after one warm-up run."""
+    """Mean wall seconds of fn over iters runs after one warm-up run; the mean process CPU
+    seconds of the same runs are in ``measure.cpu[-1]``."""
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -35,11 +59,13 @@ def timer(device: torch.device, iters: int) -> Callable[[Callable[[], object]], 
     def measure(fn: Callable[[], object]) -> float:
         fn()
         sync()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(iters):
             fn()
         sync()
+        measure.cpu.append((time.process_time() - cpu) / iters)
         return (time.perf_counter() - start) / iters
+    measure.cpu = []
     return measure
 
 
@@ -60,8 +86,9 @@ def random_gan(cfg, device) -> StyleGAN2:
                      size=cfg.gan_size)
 
 
-def step_timings(rec: Reconstructor, target, measure) -> dict[str, float]:
-    """Seconds per iteration of each step as the pipeline runs it (with the optimiser)."""
+def step_timings(rec: Reconstructor, target, measure) -> dict[str, tuple[float, float]]:
+    """(wall, CPU) seconds per iteration of each step as the pipeline runs it (with the
+    optimiser)."""
     ctx, cfg = rec.ctx, rec.cfg
     plan = stage_plan(cfg)
     out = {}
@@ -92,7 +119,8 @@ def step_timings(rec: Reconstructor, target, measure) -> dict[str, float]:
         out[f"step3{'_flip' if flip else ''}"] = measure(train(
             steps.STEP3_NETS,
             lambda f=flip: steps.step3_loss(ctx, target, cycler.next(), f)))
-    return out
+    return {k: (v, cpu) for (k, v), cpu in zip(out.items(), measure.cpu[-len(out):],
+                                                strict=True)}
 
 
 def breakdown(rec: Reconstructor, target, measure) -> dict[str, dict[str, float]]:
@@ -166,50 +194,142 @@ def per_image_total(cfg, t: dict[str, float], result_s: float) -> float:
     return total
 
 
-def main() -> None:
+def time_preset(preset: str, args, overrides: list[str]) -> dict:
+    """Steps, per-image total, result time and (unless ``--no-breakdown``) the breakdown of
+    one preset in this process: {"steps": {name: [wall, cpu]}, "result": s, "total": s,
+    "total_cpu": s, "breakdown": {...}, "peak_rss_mb": MB, "header": str}."""
+    device = torch.device(args.device)
+    measure = timer(device, args.iters)
+    cfg = load_config(preset, overrides=overrides)
+    gan = load_stylegan2(args.gan, device=device) if args.gan else random_gan(cfg, device)
+    rec = Reconstructor(gan, cfg, device=device, progress=False)
+    torch.manual_seed(1)
+    latent = gan.generator.mapping(torch.randn(1, gan.generator.style_dim, device=device))
+    with torch.no_grad():
+        image = gan.generator.synthesis(latent)[0].clamp(-1, 1)
+    target = rec.target(image, latent.detach())
+    header = (f"{preset}: image {cfg.image_size}px, GAN {gan.size}px (channel multiplier "
+              f"{cfg.channel_multiplier}), batch {cfg.batchsize}, perceptual {cfg.perceptual}; "
+              f"schedule: {len(stage_plan(cfg))} stages, prior {cfg.prior_iters}, collect "
+              f"{cfg.collect_iters}")
+    t = step_timings(rec, target, measure)
+    start = time.perf_counter()
+    rec.result(target)
+    result_s = time.perf_counter() - start
+    out = {"header": header, "steps": t, "result": result_s,
+           "total": per_image_total(cfg, {k: v[0] for k, v in t.items()}, result_s),
+           "total_cpu": per_image_total(cfg, {k: v[1] for k, v in t.items()}, result_s)}
+    if not args.no_breakdown:
+        out["breakdown"] = breakdown(rec, target, measure)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def print_single(res: dict) -> None:
+    print(f"\n== {res['header']}")
+    for name, (wall, cpu) in res["steps"].items():
+        print(f"  {name:11s} {wall * 1000:9.1f} ms / iteration (CPU {cpu * 1000:9.1f} ms)")
+    print(f"  result     {res['result'] * 1000:9.1f} ms once (factors, metrics, sequences)")
+    print(f"  per image  {res['total']:9.1f} s = {res['total'] / 3600:.2f} h for the preset's "
+          f"schedule (CPU time {res['total_cpu'] / 3600:.2f} h); peak memory "
+          f"{res['peak_rss_mb']:.0f} MB")
+    print_breakdown(res)
+
+
+def print_breakdown(res: dict) -> None:
+    if "breakdown" not in res:
+        return
+    print("  breakdown (components alone, ms per iteration; share of their sum):")
+    for step, parts in res["breakdown"].items():
+        total_parts = sum(parts.values()) or 1.0
+        cells = ", ".join(f"{k} {v * 1000:.1f} ({v / total_parts:.0%})"
+                          for k, v in sorted(parts.items(), key=lambda kv: -kv[1]))
+        print(f"    {step}: {cells}")
+
+
+def child_run(preset: str, side: str, args) -> dict:
+    """One preset timed in a fresh process, without (``before``) or with the speed-ups."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "result.json"
+        cmd = [sys.executable, __file__, "--child", side, "--json", str(path), "--presets",
+               preset, "--iters", str(args.iters), "--device", args.device]
+        cmd += ["--gan", args.gan] if args.gan else []
+        cmd += ["--threads", str(args.threads)] if args.threads else []
+        cmd += [x for kv in args.overrides for x in ("--set", kv)]
+        if side == "before" or args.no_breakdown:
+            cmd.append("--no-breakdown")
+        subprocess.run(cmd, check=True)
+        return json.loads(path.read_text())
+
+
+def median_runs(runs: list[dict]) -> dict:
+    steps_ = {k: [statistics.median(r["steps"][k][i] for r in runs) for i in (0, 1)]
+              for k in runs[0]["steps"]}
+    out = dict(runs[-1])
+    out["steps"] = steps_
+    for key in ("result", "total", "total_cpu", "peak_rss_mb"):
+        out[key] = statistics.median(r[key] for r in runs)
+    return out
+
+
+def print_comparison(before: dict, after: dict, repeat: int) -> None:
+    print(f"\n== {after['header']}  (medians of {repeat})")
+    print(f"  {'step':11s} {'before ms':>10s} {'after ms':>10s} {'ratio':>6s}   "
+          f"{'CPU before':>10s} {'CPU after':>10s} {'ratio':>6s}")
+    for name, (wall_a, cpu_a) in after["steps"].items():
+        wall_b, cpu_b = before["steps"][name]
+        print(f"  {name:11s} {wall_b * 1000:10.1f} {wall_a * 1000:10.1f} {wall_b / wall_a:5.2f}x"
+              f"   {cpu_b * 1000:10.1f} {cpu_a * 1000:10.1f} {cpu_b / cpu_a:5.2f}x")
+    tb, ta = before["total"], after["total"]
+    cb, ca = before["total_cpu"], after["total_cpu"]
+    print(f"  {'per image':11s} {tb / 3600:9.2f}h {ta / 3600:9.2f}h {tb / ta:5.2f}x"
+          f"   {cb / 3600:9.2f}h {ca / 3600:9.2f}h {cb / ca:5.2f}x")
+    print(f"  peak memory {before['peak_rss_mb']:.0f} MB before, {after['peak_rss_mb']:.0f} MB "
+          "after")
+    print_breakdown(after)
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=["synface", "celeba"])
     parser.add_argument("--gan", help="a StyleGAN2 checkpoint to time instead of a random one")
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="before and after the speed-ups side by side (fresh processes)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="with --baseline: alternate runs per side (medians)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="config override (the 'after' side only)")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the breakdown")
+    parser.add_argument("--child", choices=("before", "after"), help=argparse.SUPPRESS)
+    parser.add_argument("--json", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    measure = timer(device, args.iters)
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-          f"{args.iters} timed iterations after 1 warm-up")
+    if args.child is not None:  # one side of --baseline, in its own process
+        before = args.child == "before"
+        applied = False if before else keep_freed_memory()
+        res = time_preset(args.presets[0], args, BEFORE_OVERRIDES if before else args.overrides)
+        res["allocator"] = applied
+        Path(args.json).write_text(json.dumps(res))
+        return 0
+    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} CPU "
+          f"threads, {args.iters} timed iterations after 1 warm-up, load average "
+          f"{os.getloadavg()[0]:.1f}")
     for preset in args.presets:
-        cfg = load_config(preset)
-        gan = load_stylegan2(args.gan, device=device) if args.gan else random_gan(cfg, device)
-        rec = Reconstructor(gan, cfg, device=device, progress=False)
-        torch.manual_seed(1)
-        latent = gan.generator.mapping(torch.randn(1, gan.generator.style_dim, device=device))
-        with torch.no_grad():
-            image = gan.generator.synthesis(latent)[0].clamp(-1, 1)
-        target = rec.target(image, latent.detach())
-        print(f"\n== {preset}: image {cfg.image_size}px, GAN {gan.size}px "
-              f"(channel multiplier {cfg.channel_multiplier}), batch {cfg.batchsize}, "
-              f"perceptual {cfg.perceptual}")
-        t = step_timings(rec, target, measure)
-        start = time.perf_counter()
-        rec.result(target)
-        result_s = time.perf_counter() - start
-        for name, sec in t.items():
-            print(f"  {name:11s} {sec * 1000:9.1f} ms / iteration")
-        print(f"  result     {result_s * 1000:9.1f} ms once (factors, metrics, sequences)")
-        total = per_image_total(cfg, t, result_s)
-        print(f"  per image  {total:9.1f} s = {total / 3600:.2f} h for the preset's schedule "
-              f"({len(stage_plan(cfg))} stages, prior {cfg.prior_iters}, "
-              f"collect {cfg.collect_iters})")
-        print("  breakdown (components alone, ms per iteration; share of their sum):")
-        for step, parts in breakdown(rec, target, measure).items():
-            total_parts = sum(parts.values()) or 1.0
-            cells = ", ".join(f"{k} {v * 1000:.1f} ({v / total_parts:.0%})"
-                              for k, v in sorted(parts.items(), key=lambda kv: -kv[1]))
-            print(f"    {step}: {cells}")
+        if not args.baseline:
+            keep_freed_memory()
+            print_single(time_preset(preset, args, args.overrides))
+            continue
+        runs = {"before": [], "after": []}
+        for _ in range(args.repeat):
+            for side in runs:
+                runs[side].append(child_run(preset, side, args))
+        print_comparison(median_runs(runs["before"]), median_runs(runs["after"]), args.repeat)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -51,9 +51,11 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .errors import UserError
+    from .memory import keep_freed_memory
 
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
+    keep_freed_memory()  # every command frees and reallocates large tensors per iteration
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         status = module.run(args)

@@ -149,6 +149,9 @@ class ReconConfig:
     # with backward (benchmarks/perceptual.py, batch 16 at 64 px, 128 px config-e D) it
     # costs 3.2x VGG16 relu3_3 and 2.1x LPIPS.
     perceptual: str = "discriminator"
+    # Reuse the perceptual features of a target equal to the previous one (Step 1's input,
+    # the flipped half of a batch) instead of recomputing them: the same values, less time.
+    reuse_target_features: bool = True
     vgg16_path: str | None = None  # torchvision vgg16 state dict
     lpips_path: str | None = None  # LPIPS v0.1 linear heads for VGG16 (lin0..lin4)
     # geometry

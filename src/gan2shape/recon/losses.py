@@ -76,19 +76,53 @@ def _masked_feature_l1(fake: torch.Tensor, real: torch.Tensor,
 
 def discriminator_feature_loss(discriminator: nn.Module, fake: torch.Tensor,
                                real: torch.Tensor, mask: torch.Tensor | None = None,
-                               n_blocks: int = 4) -> torch.Tensor:
+                               n_blocks: int = 4,
+                               real_features: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Sum over the first ``n_blocks`` discriminator blocks of the masked feature L1.
 
     fake, real: (B, 3, H, W) in [-1, 1]; mask (B, 1, H, W). The real image's features are
-    computed without gradients. ``discriminator.features(img, n)`` gives the block outputs;
-    a discriminator with fewer blocks (a small GAN) contributes all it has.
+    computed without gradients, or given as ``real_features`` (``discriminator.features(real,
+    n_blocks)``, e.g. from :class:`TargetFeatures`). ``discriminator.features(img, n)`` gives
+    the block outputs; a discriminator with fewer blocks (a small GAN) contributes all it has.
     """
     n_blocks = min(n_blocks, discriminator.n_feature_blocks)
-    with torch.no_grad():
-        real_features = discriminator.features(real.detach(), n_blocks)
+    if real_features is None:
+        with torch.no_grad():
+            real_features = discriminator.features(real.detach(), n_blocks)
     fake_features = discriminator.features(fake, n_blocks)
     return sum(_masked_feature_l1(f, r, mask) for f, r in zip(fake_features, real_features,
                                                               strict=True))
+
+
+class TargetFeatures:
+    """The features of target images, without gradients: ``features(target) -> [tensors]``.
+
+    With ``reuse``, the last target and its features are kept, and a next target equal to
+    it element for element gets the same feature tensors back instead of a second pass:
+    Step 1's masked input (depth and view, so the valid mask, are fixed within Step 1) and
+    the two explanations of a flipped batch (both compared under the joint valid mask to
+    the same targets). The features are then bit for bit those a recomputation gives (the
+    feature network is frozen; the target is copied, so later in-place edits of the
+    caller's tensor cannot fool the comparison).
+    """
+
+    def __init__(self, features: Callable[[torch.Tensor], list[torch.Tensor]],
+                 reuse: bool = True):
+        self.features = features
+        self.reuse = reuse
+        self.last: tuple[torch.Tensor, list[torch.Tensor]] | None = None
+
+    def __call__(self, target: torch.Tensor) -> list[torch.Tensor]:
+        target = target.detach()
+        last = self.last
+        if last is not None and last[0].shape == target.shape \
+                and last[0].dtype == target.dtype and torch.equal(last[0], target):
+            return last[1]
+        with torch.no_grad():
+            out = self.features(target)
+        if self.reuse:
+            self.last = (target.clone(), out)
+        return out
 
 
 # torchvision's vgg16 ``features``: conv indices and widths, max-pool indices, and the
@@ -185,29 +219,32 @@ def load_lpips_weights(path: str | os.PathLike) -> list[torch.Tensor]:
     return weights
 
 
-def vgg16_perceptual_loss(vgg: VGG16Features) -> PerceptualLoss:
+def vgg16_perceptual_loss(vgg: VGG16Features, reuse_targets: bool = True) -> PerceptualLoss:
     """L1 between VGG16 relu3_3 features of ImageNet-normalised images (Unsup3d's loss),
-    masked by the average-pooled mask when given. ``vgg`` needs 3 taps or more."""
+    masked by the average-pooled mask when given. ``vgg`` needs 3 taps or more.
+    reuse_targets: a repeated target's features are reused (:class:`TargetFeatures`)."""
     mean = torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1)
 
-    def features(x: torch.Tensor) -> torch.Tensor:
-        return vgg((x / 2 + 0.5 - mean.to(x)) / std.to(x))[2]
+    def features(x: torch.Tensor) -> list[torch.Tensor]:
+        return vgg((x / 2 + 0.5 - mean.to(x)) / std.to(x))[2:3]
+
+    target_features = TargetFeatures(features, reuse_targets)
 
     def loss(recon: torch.Tensor, target: torch.Tensor,
              mask: torch.Tensor | None = None) -> torch.Tensor:
-        with torch.no_grad():
-            target_features = features(target)
-        return _masked_feature_l1(features(recon), target_features, mask)
+        return _masked_feature_l1(features(recon)[0], target_features(target)[0], mask)
     return loss
 
 
-def lpips_perceptual_loss(vgg: VGG16Features, lin: list[torch.Tensor]) -> PerceptualLoss:
+def lpips_perceptual_loss(vgg: VGG16Features, lin: list[torch.Tensor],
+                          reuse_targets: bool = True) -> PerceptualLoss:
     """LPIPS v0.1 (VGG16, linear heads): the release's perceptual loss, batch mean.
 
     Per layer: unit-normalise features over channels (norm + 1e-10), squared difference,
     weighted sum over channels by the linear head, spatial mean (mask-weighted when a mask
-    is given); summed over the five layers. ``vgg`` needs all 5 taps.
+    is given); summed over the five layers. ``vgg`` needs all 5 taps. reuse_targets: a
+    repeated target's features are reused (:class:`TargetFeatures`).
     """
     shift = torch.tensor(_LPIPS_SHIFT).view(1, 3, 1, 1)
     scale = torch.tensor(_LPIPS_SCALE).view(1, 3, 1, 1)
@@ -216,12 +253,12 @@ def lpips_perceptual_loss(vgg: VGG16Features, lin: list[torch.Tensor]) -> Percep
         feats = vgg((x - shift.to(x)) / scale.to(x))
         return [f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10) for f in feats]
 
+    target_features = TargetFeatures(features, reuse_targets)
+
     def loss(recon: torch.Tensor, target: torch.Tensor,
              mask: torch.Tensor | None = None) -> torch.Tensor:
-        with torch.no_grad():
-            target_features = features(target)
         total = recon.new_zeros(())
-        for f, t, w in zip(features(recon), target_features, lin, strict=True):
+        for f, t, w in zip(features(recon), target_features(target), lin, strict=True):
             d = F.conv2d((f - t) ** 2, w.to(f))  # (B, 1, h, w)
             if mask is None:
                 total = total + d.mean()
@@ -233,11 +270,18 @@ def lpips_perceptual_loss(vgg: VGG16Features, lin: list[torch.Tensor]) -> Percep
     return loss
 
 
-def discriminator_perceptual_loss(discriminator: nn.Module, n_blocks: int = 4) -> PerceptualLoss:
-    """The GAN discriminator's first ``n_blocks`` block outputs as perceptual features."""
+def discriminator_perceptual_loss(discriminator: nn.Module, n_blocks: int = 4,
+                                  reuse_targets: bool = True) -> PerceptualLoss:
+    """The GAN discriminator's first ``n_blocks`` block outputs as perceptual features.
+    reuse_targets: a repeated target's features are reused (:class:`TargetFeatures`)."""
+    n_blocks = min(n_blocks, discriminator.n_feature_blocks)
+    target_features = TargetFeatures(lambda x: discriminator.features(x, n_blocks),
+                                     reuse_targets)
+
     def loss(recon: torch.Tensor, target: torch.Tensor,
              mask: torch.Tensor | None = None) -> torch.Tensor:
-        return discriminator_feature_loss(discriminator, recon, target, mask, n_blocks)
+        return discriminator_feature_loss(discriminator, recon, target, mask, n_blocks,
+                                          target_features(target))
     return loss
 
 
@@ -250,27 +294,29 @@ def no_perceptual_loss(recon: torch.Tensor, target: torch.Tensor,
 def make_perceptual_loss(kind: str, vgg16_path: str | os.PathLike | None = None,
                          discriminator: nn.Module | None = None,
                          device: torch.device | str = "cpu",
-                         lpips_path: str | os.PathLike | None = None) -> PerceptualLoss:
+                         lpips_path: str | os.PathLike | None = None,
+                         reuse_targets: bool = True) -> PerceptualLoss:
     """The perceptual loss chosen by ``kind`` (one of PERCEPTUAL_CHOICES).
 
     lpips: the release's LPIPS-VGG16 (needs ``vgg16_path`` and ``lpips_path``);
     vgg16: relu3_3 L1 (needs ``vgg16_path``); discriminator: the GAN discriminator's first
-    4 blocks; none: zero.
+    4 blocks; none: zero. reuse_targets: the features of a target equal to the previous
+    call's are reused instead of recomputed (:class:`TargetFeatures`; same values).
     """
     if kind in ("lpips", "vgg16"):
         if vgg16_path is None:
             raise UserError(f"perceptual loss {kind!r} needs a VGG16 weight file (vgg16_path); "
                             "use 'discriminator' or 'none' without one")
         if kind == "vgg16":
-            return vgg16_perceptual_loss(load_vgg16(vgg16_path, 3).to(device))
+            return vgg16_perceptual_loss(load_vgg16(vgg16_path, 3).to(device), reuse_targets)
         if lpips_path is None:
             raise UserError("perceptual loss 'lpips' needs the LPIPS weight file (lpips_path)")
         lin = [w.to(device) for w in load_lpips_weights(lpips_path)]
-        return lpips_perceptual_loss(load_vgg16(vgg16_path, 5).to(device), lin)
+        return lpips_perceptual_loss(load_vgg16(vgg16_path, 5).to(device), lin, reuse_targets)
     if kind == "discriminator":
         if discriminator is None:
             raise UserError("perceptual loss 'discriminator' needs the GAN's discriminator")
-        return discriminator_perceptual_loss(discriminator)
+        return discriminator_perceptual_loss(discriminator, reuse_targets=reuse_targets)
     if kind == "none":
         return no_perceptual_loss
     raise UserError(f"unknown perceptual loss {kind!r} (choose from "

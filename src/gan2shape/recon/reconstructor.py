@@ -189,7 +189,8 @@ class Reconstructor:
         prior = priors.ViewLightPrior.load(cfg.view_mvn_path, cfg.light_mvn_path,
                                            cfg.view_scale)
         perceptual = None if cfg.perceptual == "none" else losses.make_perceptual_loss(
-            cfg.perceptual, cfg.vgg16_path, discriminator, self.device, cfg.lpips_path)
+            cfg.perceptual, cfg.vgg16_path, discriminator, self.device, cfg.lpips_path,
+            cfg.reuse_target_features)
         self.ctx = steps.Context(nets, generator, discriminator, cfg, prior, perceptual,
                                  projector)
 

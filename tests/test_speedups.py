@@ -1,0 +1,195 @@
+"""The speed-ups of issue 20 compute what the release's path computes: reused target features
+equal recomputed ones, the frozen GAN never gets weight gradients, the steps' losses and
+gradients are the same with and without reuse, the demo's results on held-out faces are
+unchanged, and the allocator setting keeps freed memory in the process."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from gan2shape import embedded, heldout
+from gan2shape.config import load_config
+from gan2shape.gan import Discriminator, Generator, StyleGAN2
+from gan2shape.recon import Reconstructor, SequenceSpec, losses, steps
+
+STYLE_DIM = 32
+CHANNELS = {4: 16, 8: 16, 16: 16, 32: 8, 64: 8}
+NO_SEQUENCES = SequenceSpec(n_yaw=1, n_pitch=1, relight_x=(0.0,), relight_y=(0.0,),
+                            relight_strength=(0.0,))
+
+
+@pytest.fixture(scope="module")
+def gan():
+    torch.manual_seed(0)
+    return StyleGAN2(Generator(64, style_dim=STYLE_DIM, channels=CHANNELS).eval(),
+                     Discriminator(64, channels=CHANNELS).eval(), size=64)
+
+
+def make(gan, reuse: bool, *overrides) -> tuple[Reconstructor, steps.Target]:
+    cfg = load_config("tiny", overrides=[f"reuse_target_features={str(reuse).lower()}",
+                                         "lam_perc=1.0", *overrides])
+    rec = Reconstructor(gan, cfg, progress=False, sequences=NO_SEQUENCES)
+    torch.manual_seed(1)
+    w = gan.generator.mapping(torch.randn(1, STYLE_DIM)).detach()
+    with torch.no_grad():
+        image = gan.generator.synthesis(w)[0].clamp(-1, 1)
+    return rec, rec.target(image, w)
+
+
+def test_reused_target_features_equal_recomputed_ones_and_change_with_the_target():
+    torch.manual_seed(0)
+    d = Discriminator(64, channels=CHANNELS).requires_grad_(False)
+    calls = []
+
+    def features(x):
+        calls.append(x.shape[0])
+        return d.features(x, 3)
+
+    memo = losses.TargetFeatures(features)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    first = memo(x)
+    again = memo(x.clone())  # equal values, another tensor
+    assert calls == [2] and again is first
+    fresh = d.features(x, 3)
+    assert all(torch.equal(a, b) for a, b in zip(again, fresh, strict=True))
+    x[0, 0, 0, 0] += 0.5  # in place: the memo kept its own copy, so this is a new target
+    changed = memo(x)
+    assert calls == [2, 2]
+    assert all(torch.equal(a, b) for a, b in zip(changed, d.features(x, 3), strict=True))
+    assert not torch.equal(changed[0], first[0])
+    off = losses.TargetFeatures(features, reuse=False)
+    off(x), off(x)
+    assert calls == [2, 2, 2, 2]
+
+
+def test_discriminator_loss_with_given_real_features_is_the_same():
+    torch.manual_seed(0)
+    d = Discriminator(64, channels=CHANNELS).requires_grad_(False)
+    fake = (torch.rand(2, 3, 64, 64) * 2 - 1).requires_grad_(True)
+    real = torch.rand(2, 3, 64, 64) * 2 - 1
+    mask = (torch.rand(2, 1, 64, 64) > 0.3).float()
+    a = losses.discriminator_feature_loss(d, fake, real, mask, 3)
+    (ga,) = torch.autograd.grad(a, fake)
+    b = losses.discriminator_feature_loss(d, fake, real, mask, 3, d.features(real, 3))
+    (gb,) = torch.autograd.grad(b, fake)
+    assert torch.equal(a, b) and torch.equal(ga, gb)
+
+
+def losses_and_grads(rec: Reconstructor, target: steps.Target, step: str, flip: bool):
+    """The loss of one step and its gradients for the networks that step trains; the
+    samples of Step 3 are drawn from a fixed seed."""
+    ctx = rec.ctx
+    rec.reset()
+    torch.manual_seed(3)
+    canon = steps.canon_of(ctx, target)
+    if step == "step1":
+        names, loss = steps.STEP1_NETS, steps.step1_loss(ctx, target, flip)
+        loss2 = steps.step1_loss(ctx, target, flip)  # a second iteration: the memo's hit
+        loss = loss + loss2
+    elif step == "step2":
+        names, loss = steps.STEP2_NETS, steps.step2_loss(ctx, target, canon)
+    else:
+        samples = steps.collect(ctx, target, canon, 1)
+        names, loss = steps.STEP3_NETS, steps.step3_loss(ctx, target, samples, flip)
+    params = [p for n in names for p in ctx.nets[n].parameters() if p.requires_grad]
+    return loss.detach(), torch.autograd.grad(loss, params)
+
+
+@pytest.mark.parametrize("step,flip", [("step1", False), ("step1", True), ("step2", False),
+                                       ("step3", False), ("step3", True)])
+def test_steps_give_the_same_loss_and_gradients_with_and_without_reuse(gan, step, flip):
+    on = losses_and_grads(*make(gan, True), step, flip)
+    off = losses_and_grads(*make(gan, False), step, flip)
+    assert torch.equal(on[0], off[0])
+    assert all(torch.equal(a, b) for a, b in zip(on[1], off[1], strict=True))
+
+
+def test_flipped_step3_computes_the_shared_target_features_once(gan, monkeypatch):
+    rec, target = make(gan, True)
+    calls = []
+    d = rec.ctx.discriminator
+    original = d.features
+    monkeypatch.setattr(d, "features", lambda x, n: calls.append(x.requires_grad)
+                        or original(x, n))
+    losses_and_grads(rec, target, "step3", True)
+    # the input (2 explanations) and the samples (2 explanations): 4 passes with gradient,
+    # and one target pass each instead of two
+    assert calls.count(True) == 4 and calls.count(False) == 2
+
+
+def test_frozen_gan_gets_no_weight_gradients(gan):
+    rec, target = make(gan, True)
+    ctx = rec.ctx
+    canon = steps.canon_of(ctx, target)
+    for loss in (steps.step1_loss(ctx, target, True), steps.step2_loss(ctx, target, canon),
+                 steps.step3_loss(ctx, target, steps.collect(ctx, target, canon, 1), True)):
+        loss.backward()
+    for net in (ctx.generator, ctx.discriminator):
+        assert all(not p.requires_grad and p.grad is None for p in net.parameters())
+    assert any(p.grad is not None for p in ctx.nets["netEnc"].parameters())
+
+
+SHORT = ["stage_len_dict={step1: 30, step2: 4, step3: 8}", "collect_iters=2"]
+
+
+def demo_scores(reuse: bool, faces: list[int], overrides: list[str]) -> list[dict]:
+    """SIDE / MAD of the demo preset on held-out test faces (latent: the GAN's mean)."""
+    gan = embedded.load_embedded_gan("cpu")
+    cfg = load_config("demo", overrides=[
+        f"view_mvn_path={embedded.asset_path(embedded.VIEW_PRIOR_FILE)}",
+        f"light_mvn_path={embedded.asset_path(embedded.LIGHT_PRIOR_FILE)}",
+        f"reuse_target_features={str(reuse).lower()}", *overrides])
+    rec = Reconstructor(gan, cfg, progress=False, sequences=NO_SEQUENCES)
+    latent = gan.generator.mean_latent()
+    scene = heldout.heldout_scenes(faces)
+    return [rec.fit(scene["image"][i], latent, gt_depth=scene["depth"][i]).metrics
+            for i in range(len(faces))]
+
+
+def assert_same_results(on: list[dict], off: list[dict]) -> None:
+    for a, b in zip(on, off, strict=True):
+        assert abs(a["SIDE"] - b["SIDE"]) * 100 <= 0.002  # SIDE in units of 1e-2
+        assert abs(a["MAD_deg"] - b["MAD_deg"]) <= 0.05
+
+
+def test_demo_results_unchanged_by_reuse_on_two_heldout_faces_short_schedule():
+    assert_same_results(demo_scores(True, [0, 1], SHORT), demo_scores(False, [0, 1], SHORT))
+
+
+@pytest.mark.slow
+def test_demo_results_unchanged_by_reuse_on_two_heldout_faces_full_schedule():
+    assert_same_results(demo_scores(True, [2, 3], []), demo_scores(False, [2, 3], []))
+
+
+ALLOCATION = textwrap.dedent("""
+    import sys, torch
+    from gan2shape.memory import keep_freed_memory
+    applied = keep_freed_memory() if sys.argv[1] == "keep" else False
+    def rss_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096 / 2 ** 20
+    x = torch.ones(64 * 2 ** 20 // 4)  # 64 MiB, touched
+    before = rss_mb()
+    del x
+    print(applied, before - rss_mb())
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc only")
+def test_keep_freed_memory_keeps_a_freed_large_block_in_the_process():
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MALLOC_", "GLIBC_TUNABLES", "GAN2SHAPE_MALLOC"))}
+
+    def freed_mb(mode):
+        out = subprocess.run([sys.executable, "-c", ALLOCATION, mode], capture_output=True,
+                             text=True, check=True, env=env).stdout.split()
+        return out[0] == "True", float(out[1])
+    applied, kept = freed_mb("keep")
+    if not applied:
+        pytest.skip("not glibc")
+    assert kept < 8  # the 64 MiB stay mapped for the next allocation
+    assert freed_mb("default")[1] > 56  # by default they go straight back to the kernel
