@@ -140,15 +140,15 @@ def measure_face(gan, cfg, index: int, args) -> dict[str, float]:
     target = face_target(rec, scene, latent, args.true_light, code)
     if rec.needs_prior:
         rec.fit_prior(target)
-    rec._train(steps.STEP1_NETS, stage.step1, "step 1",
-               lambda: steps.step1_loss(ctx, target, stage.flip1))
+    rec.train_steps(steps.STEP1_NETS, stage.step1, "step 1",
+                    lambda: steps.step1_loss(ctx, target, stage.flip1))
     canon = steps.canon_of(ctx, target)
     if args.no_gan:  # Step 2's draws, so that the samples are those of a run with the GAN
         for _ in range(stage.step2):
             steps.sample_pseudo(ctx, canon, cfg.batchsize)
     else:
-        rec._train(steps.STEP2_NETS, stage.step2, "step 2",
-                   lambda: steps.step2_loss(ctx, target, canon))
+        rec.train_steps(steps.STEP2_NETS, stage.step2, "step 2",
+                        lambda: steps.step2_loss(ctx, target, canon))
     pseudo = steps.sample_pseudo(ctx, canon, args.samples)
     truth = heldout.truth_projector(scene, cfg)(pseudo)
     head = (scene["head_mask"][:1, None] > 0.5).float()

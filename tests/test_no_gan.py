@@ -54,13 +54,13 @@ def test_no_gan_fit_never_runs_the_gan_and_keeps_the_step_budget(guarded_gan, sc
     cfg = load_config("tiny", overrides=NO_GAN)
     rec = Reconstructor(guarded_gan, cfg, progress=False, sequences=SHORT_SEQUENCES)
     calls = []
-    train = Reconstructor._train
+    train = Reconstructor.train_steps
 
     def counting(self, names, iters, desc, loss_fn):
         calls.append((names, iters))
         return train(self, names, iters, desc, loss_fn)
 
-    monkeypatch.setattr(Reconstructor, "_train", counting)
+    monkeypatch.setattr(Reconstructor, "train_steps", counting)
     encoder = {k: v.clone() for k, v in rec.nets["netEnc"].state_dict().items()}
     image, gt = scene
     result = rec.fit(image, torch.zeros(1, STYLE_DIM), gt_depth=gt)
@@ -93,7 +93,7 @@ def test_no_gan_step3_lowers_the_input_loss_and_trains_the_factor_networks(guard
             return float(steps.step3_input_loss(ctx, target))
 
     before = loss()
-    rec._train(steps.STEP3_NETS, 15, "step 3", lambda: steps.step3_input_loss(ctx, target))
+    rec.train_steps(steps.STEP3_NETS, 15, "step 3", lambda: steps.step3_input_loss(ctx, target))
     assert loss() < 0.8 * before
 
 

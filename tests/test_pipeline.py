@@ -88,7 +88,7 @@ def test_step1_lowers_photometric_loss_and_trains_only_albedo(gan, sample):
     zero_grads(ctx.nets)
 
     before = photometric(ctx, target)
-    rec._train(steps.STEP1_NETS, 8, "step 1", lambda: steps.step1_loss(ctx, target))
+    rec.train_steps(steps.STEP1_NETS, 8, "step 1", lambda: steps.step1_loss(ctx, target))
     after = photometric(ctx, target)
     assert after < 0.8 * before
 
@@ -114,7 +114,7 @@ def test_step2_lowers_projection_loss_and_trains_only_encoder(gan, sample):
     zero_grads(ctx.nets)
     with torch.no_grad():
         before = float(loss())
-    rec._train(steps.STEP2_NETS, 10, "step 2", loss)
+    rec.train_steps(steps.STEP2_NETS, 10, "step 2", loss)
     with torch.no_grad():
         after = float(loss())
     assert after < before

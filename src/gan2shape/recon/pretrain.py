@@ -104,15 +104,15 @@ def joint_stage(rec: Reconstructor, targets: list[steps.Target], stage, cycle: C
     """Steps 1, 2 (+ ``collect_iters`` collections) and 3 of one stage, cycling over the
     targets; each step's gradients averaged over ``group``."""
     cfg, ctx = rec.cfg, rec.ctx
-    rec._train(steps.STEP1_NETS, stage.step1, f"{desc} step 1",
-               lambda: steps.step1_loss(ctx, targets[cycle.next()], stage.flip1), group)
+    rec.train_steps(steps.STEP1_NETS, stage.step1, f"{desc} step 1",
+                    lambda: steps.step1_loss(ctx, targets[cycle.next()], stage.flip1), group)
     canons = [steps.canon_of(ctx, t) for t in targets]
 
     def step2() -> torch.Tensor:
         i = cycle.next()
         return steps.step2_loss(ctx, targets[i], canons[i])
 
-    rec._train(steps.STEP2_NETS, stage.step2, f"{desc} step 2", step2, group)
+    rec.train_steps(steps.STEP2_NETS, stage.step2, f"{desc} step 2", step2, group)
     collected: list[list[steps.Samples]] = [[] for _ in targets]
     # Round robin, not the cycle: every image gets collect_iters / n batches.
     for k in tqdm(range(collect_iters), desc=f"{desc} collect", leave=False,
@@ -125,7 +125,7 @@ def joint_stage(rec: Reconstructor, targets: list[steps.Target], stage, cycle: C
         i = cycle.next()
         return steps.step3_loss(ctx, targets[i], cyclers[i].next(), stage.flip3)
 
-    rec._train(steps.STEP3_NETS, stage.step3, f"{desc} step 3", step3, group)
+    rec.train_steps(steps.STEP3_NETS, stage.step3, f"{desc} step 3", step3, group)
 
 
 def _fit_prior(rec: Reconstructor, targets: list[steps.Target]) -> None:

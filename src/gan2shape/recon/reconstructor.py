@@ -339,16 +339,17 @@ class Reconstructor:
         Without GAN samples: Step 1, then Step 3 on the input image alone."""
         ctx = self.ctx
         last = {}
-        last["step1"] = self._train(steps.STEP1_NETS, stage.step1, f"{desc} step 1",
-                                    lambda: steps.step1_loss(ctx, target, stage.flip1))
+        last["step1"] = self.train_steps(steps.STEP1_NETS, stage.step1, f"{desc} step 1",
+                                         lambda: steps.step1_loss(ctx, target, stage.flip1))
         if not self.cfg.use_gan_samples:
-            last["step3"] = self._train(steps.STEP3_NETS, stage.step3, f"{desc} step 3",
-                                        lambda: steps.step3_input_loss(ctx, target, stage.flip3))
+            last["step3"] = self.train_steps(
+                steps.STEP3_NETS, stage.step3, f"{desc} step 3",
+                lambda: steps.step3_input_loss(ctx, target, stage.flip3))
             return last
         canon = steps.canon_of(ctx, target)
         if ctx.projector is None:  # otherwise the encoder has no use
-            last["step2"] = self._train(steps.STEP2_NETS, stage.step2, f"{desc} step 2",
-                                        lambda: steps.step2_loss(ctx, target, canon))
+            last["step2"] = self.train_steps(steps.STEP2_NETS, stage.step2, f"{desc} step 2",
+                                             lambda: steps.step2_loss(ctx, target, canon))
         n = self.cfg.collect_iters
         with tqdm(total=n, desc=f"{desc} collect", leave=False,
                   disable=not self.progress) as bar:
@@ -358,13 +359,15 @@ class Reconstructor:
         def step3() -> torch.Tensor:
             return steps.step3_loss(ctx, target, cycler.next(), stage.flip3)
 
-        last["step3"] = self._train(steps.STEP3_NETS, stage.step3, f"{desc} step 3", step3)
+        last["step3"] = self.train_steps(steps.STEP3_NETS, stage.step3, f"{desc} step 3", step3)
         return last
 
-    def _train(self, names: tuple[str, ...], iters: int, desc: str,
-               loss_fn: Callable[[], torch.Tensor], group: Group = SINGLE) -> float:
+    def train_steps(self, names: tuple[str, ...], iters: int, desc: str,
+                    loss_fn: Callable[[], torch.Tensor], group: Group = SINGLE) -> float:
         """``iters`` Adam steps of the named networks on ``loss_fn`` (a fresh optimiser per
         step, as the release makes one at every switch of step). Returns the last loss.
+        Public: one of the method's steps (``steps.STEPn_NETS`` on ``steps.stepn_loss``), as
+        :meth:`fit`, joint pre-training and the benchmarks run them.
 
         group: processes that train the same networks on different images; each step
         averages their gradients (joint pre-training under torchrun)."""
