@@ -121,6 +121,12 @@ class ReconConfig:
     # projection is the mapping's image of a z and stays on the learned distribution (the
     # offset, not a W difference, is then what lam_regular regularises).
     latent_space: str = "w"
+    # The input's light in Steps 1 and 3: "network", the light network's estimate (the
+    # light prior's mean at the start; the release's), or "estimate": fitted to the image
+    # with the shape prior's normals on the pixels of the skin's chromaticity, shrunk
+    # towards the prior's mean by light_shrink (``recon.light_estimate``), and held fixed.
+    input_light: str = "network"
+    light_shrink: float = 0.7
     rand_light: list[float] = field(
         default_factory=lambda: [-1.0, 1.0, -0.2, 0.8, -0.1, 0.6, -0.6])
     # optimisation
@@ -225,6 +231,9 @@ class ReconConfig:
         need(self.category in CATEGORIES,
              f"category {self.category!r} is not one of {', '.join(CATEGORIES)}")
         need(self.num_stage >= 1, "num_stage must be >= 1")
+        need(self.input_light in ("network", "estimate"),
+             f"input_light must be network or estimate, got {self.input_light!r}")
+        need(0 <= self.light_shrink <= 1, "light_shrink must be in [0, 1]")
         for name in ("stage_len_dict", "stage_len_dict2"):
             lengths = getattr(self, name)
             if lengths is None:

@@ -28,6 +28,7 @@ from ..errors import UserError
 from ..fileio import load_torch, save_json, save_torch
 from ..render import normals_from_depth, warp_canon_depth
 from . import factors, losses, priors, steps
+from .light_estimate import estimate_light
 from .networks import build_networks, load_networks
 from .sequences import SequenceSpec, make_sequences
 
@@ -257,7 +258,11 @@ class Reconstructor:
         if cfg.prior_mode == "residual":
             offset = factors.raw_from_depth(self.shape_prior(mask)[None], cfg.min_depth,
                                             cfg.max_depth)
-        return steps.Target(x, latent, gan_image, mask, origin, offset, code=code)
+        light = None
+        if cfg.input_light == "estimate":
+            light = estimate_light(x, self.shape_prior(mask)[None], mask,
+                                   self.ctx.prior.light_mean, cfg.fov, cfg.light_shrink)
+        return steps.Target(x, latent, gan_image, mask, origin, offset, light, code=code)
 
     def _crop_resize(self, x: torch.Tensor, origin: int) -> torch.Tensor:
         crop = self.cfg.crop
