@@ -38,8 +38,8 @@ D_FEATURE_BLOCKS = 4  # as the release's discriminator-feature loss
 MEAN_LATENT_SAMPLES = 4096  # W samples for the starting point and the latent-noise scale
 MEAN_LATENT_SEED = 0
 Z_START_SAMPLES = 64  # prior samples searched for a Z inversion's start
-# Default latent noise, as a fraction of W's spread or of Z's typical radius. In Z, 0.05 kept
-# a small random GAN's samples at 17-20 dB after 150 steps, 0.01 reached 27-30 (4 samples).
+# Default latent noise, as a fraction of W's spread or of Z's typical radius. In Z, 0.05 left
+# a small random GAN's samples at 19-25 dB after 150 steps, 0.01 reached 20-30 (4 samples).
 W_LATENT_NOISE = 0.05
 Z_LATENT_NOISE = 0.01
 
