@@ -11,22 +11,16 @@ from PIL import Image
 
 from gan2shape import cli
 from gan2shape.eval import gt_depth_to_png
-from gan2shape.gan import Discriminator, Generator, save_latent, save_stylegan2
+from gan2shape.gan import save_latent
 from gan2shape.recon import OUTPUT_FILES, build_networks, load_networks
-
-STYLE_DIM = 32
-CHANNELS = {4: 16, 8: 16, 16: 16, 32: 8}
-FAST = ["num_stage=1", "stage_len_dict={step1: 1, step2: 1, step3: 1}", "collect_iters=1",
-        "prior_iters=1", "flip3_cfg=[true]", "flip1_cfg=[false]"]
+from tiny_cli_inputs import FAST, STYLE_DIM, save_tiny_gan
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A GAN checkpoint, two 64 px GAN samples with their latents, a ground-truth depth."""
     root = tmp_path_factory.mktemp("inputs")
-    torch.manual_seed(0)
-    g = Generator(32, style_dim=STYLE_DIM, channels=CHANNELS)
-    save_stylegan2(root / "gan.pt", g, Discriminator(32, channels=CHANNELS))
+    g = save_tiny_gan(root / "gan.pt")
     images, latents = [], []
     for i in range(2):
         w = g.mapping(torch.randn(1, STYLE_DIM)).detach()

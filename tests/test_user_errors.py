@@ -12,15 +12,12 @@ import torch
 from PIL import Image
 
 from gan2shape import cli, embedded
-from gan2shape.gan import Discriminator, Generator, save_latent, save_stylegan2
+from gan2shape.gan import Generator, save_latent
 from gan2shape.gan.images import load_image
 from gan2shape.gan.train import Trainer
 from gan2shape.recon import command
+from tiny_cli_inputs import FAST, STYLE_DIM, save_tiny_gan
 
-STYLE_DIM = 32
-CHANNELS = {4: 16, 8: 16, 16: 16, 32: 8}
-FAST = ["num_stage=1", "stage_len_dict={step1: 1, step2: 1, step3: 1}", "collect_iters=1",
-        "prior_iters=1", "flip3_cfg=[true]", "flip1_cfg=[false]"]
 UNWRITABLE = "/proc/gan2shape-cannot-write-here"  # refused even to root
 
 
@@ -28,9 +25,7 @@ UNWRITABLE = "/proc/gan2shape-cannot-write-here"  # refused even to root
 def files(tmp_path_factory):
     """A 32 px GAN checkpoint, one 64 px sample image with its latent."""
     root = tmp_path_factory.mktemp("inputs")
-    torch.manual_seed(0)
-    g = Generator(32, style_dim=STYLE_DIM, channels=CHANNELS)
-    save_stylegan2(root / "gan.pt", g, Discriminator(32, channels=CHANNELS))
+    g = save_tiny_gan(root / "gan.pt")
     w = g.mapping(torch.randn(1, STYLE_DIM)).detach()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(
         root / "img.png")
