@@ -211,3 +211,32 @@ def test_version(capsys):
         cli.main(["--version"])
     assert stop.value.code == 0
     assert capsys.readouterr().out.startswith("gan2shape ")
+
+
+def test_sample_and_invert_take_the_embedded_gan(tmp_path):
+    samples = tmp_path / "s"
+    assert cli.main(["sample", "--gan", "embedded", "-n", "1", "--out", str(samples),
+                     "--device", "cpu"]) == 0
+    image = samples / "images" / "000000.png"
+    assert Image.open(image).size == (embedded.IMAGE_SIZE, embedded.IMAGE_SIZE)
+    assert torch.load(samples / "latents" / "000000.pt").shape == (1, 512)
+    out = tmp_path / "i"
+    assert cli.main(["invert", str(image), "--gan", "embedded", "--steps", "2",
+                     "--perceptual", "none", "--device", "cpu", "--quiet",
+                     "--out", str(out)]) == 0
+    record = json.loads((out / "000000.json").read_text())
+    assert record["gan"] == str(embedded.asset_path(embedded.GAN_FILE))
+    assert Image.open(out / "000000.png").size == (embedded.IMAGE_SIZE, embedded.IMAGE_SIZE)
+
+
+def test_reconstruct_invert_shows_the_inversion_progress(files, tmp_path, capsys, monkeypatch):
+    from gan2shape.gan import invert as inversion
+
+    full = inversion.invert
+    monkeypatch.setattr(inversion, "invert", lambda *a, **k: full(*a, **{**k, "steps": 2}))
+    argv = [a for a in reconstruct_args(files, tmp_path / "o") if a != "--quiet"]
+    latent = argv.index("--latent")
+    argv[latent:latent + 2] = ["--invert"]
+    capsys.readouterr()
+    assert cli.main([str(a) for a in argv]) == 0
+    assert "inversion:" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import UserError
 
@@ -22,6 +23,9 @@ VALIDATION_SEED = 2
 # The version of the procedural family the embedded GAN was trained on.
 FAMILY = "v1"
 IMAGE_SIZE = 64
+NAME = "embedded"  # the ``--gan`` value that picks the shipped model
+GAN_HELP = (f"StyleGAN2 checkpoint (rosinality format: 'g_ema' and 'd'), or '{NAME}': the "
+            "shipped 64 px model")
 
 
 def asset_path(name: str) -> Path:
@@ -38,3 +42,22 @@ def load_embedded_gan(device: str = "cpu"):
     from .gan import load_stylegan2
 
     return load_stylegan2(asset_path(GAN_FILE), device=device)
+
+
+class GanFiles(NamedTuple):
+    """What a ``--gan`` value names: a checkpoint and, for the embedded model, its priors."""
+
+    checkpoint: Path
+    view_prior: Path | None = None
+    light_prior: Path | None = None
+
+
+def resolve_gan(value: str | Path) -> GanFiles:
+    """The files of a ``--gan`` value: ``'embedded'`` (unless a file of that name exists) is
+    the shipped model with its exact view and light priors; any other value is a checkpoint
+    path, with no priors of its own."""
+    path = Path(value)
+    if str(value) != NAME or path.exists():
+        return GanFiles(path)
+    return GanFiles(asset_path(GAN_FILE), asset_path(VIEW_PRIOR_FILE),
+                    asset_path(LIGHT_PRIOR_FILE))

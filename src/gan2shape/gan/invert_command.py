@@ -19,6 +19,7 @@ import torch
 
 from ..devices import resolve_device
 from ..distributed import from_environment, process_device
+from ..embedded import GAN_HELP, resolve_gan
 from ..errors import UserError, check_number
 from ..fileio import save_image, save_json, save_torch, writable_dir
 from .checkpoint import load_stylegan2
@@ -32,7 +33,7 @@ OUTPUT_SUFFIXES = (".pt", ".png", ".json")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMG",
                         help="image files, or .txt lists of image paths (one per line)")
-    parser.add_argument("--gan", required=True, help="StyleGAN2 checkpoint (rosinality format)")
+    parser.add_argument("--gan", required=True, metavar="CKPT", help=GAN_HELP)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--steps", type=int, default=500, help="optimisation steps per image")
     parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
@@ -114,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     for path in todo:  # cheap checks first; undecodable files stop the run at their batch
         if not path.is_file():
             raise UserError(f"image not found: {path}")
-    gan = load_stylegan2(args.gan, device=device)
+    checkpoint = resolve_gan(args.gan).checkpoint
+    gan = load_stylegan2(checkpoint, device=device)
     generator = gan.generator
 
     poor = 0
@@ -147,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
                 "poor_fit": message is not None, "poor_fit_threshold_db": args.poor_fit_db,
                 "steps": args.steps, "lr": args.lr, "w_plus": args.w_plus,
                 "noise": args.noise, "perceptual": args.perceptual, "seed": args.seed,
-                "crop": crop, "gan": str(args.gan), "seconds": seconds,
+                "crop": crop, "gan": str(checkpoint), "seconds": seconds,
             }, f"{stem}.json")
             if message:
                 poor += 1

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from ..devices import resolve_device
+from ..embedded import GAN_HELP, resolve_gan
 from ..errors import UserError
 from ..fileio import save_image, save_text, writable_dir
 from .checkpoint import load_stylegan2
@@ -22,8 +23,7 @@ from .latents import save_latent
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gan", required=True, metavar="CKPT",
-                        help="StyleGAN2 checkpoint in the rosinality format (g_ema, d)")
+    parser.add_argument("--gan", required=True, metavar="CKPT", help=GAN_HELP)
     parser.add_argument("-n", type=int, required=True, help="number of images")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--truncation", type=float, default=1.0,
@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seed must be non-negative, got {args.seed}")
     out = writable_dir(args.out)
     device = resolve_device(args.device)
-    gan = load_stylegan2(args.gan, device=device, need_discriminator=False)
+    gan = load_stylegan2(resolve_gan(args.gan).checkpoint, device=device,
+                         need_discriminator=False)
     g = gan.generator
     width = max(6, len(str(args.n - 1)))
     stems = [f"{i:0{width}d}" for i in range(args.n)]

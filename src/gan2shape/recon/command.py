@@ -30,7 +30,6 @@ from ..fileio import writable_dir
 from ..gan.images import IMAGE_POLICY
 
 CHECKPOINT_NAME = "checkpoint.pt"
-EMBEDDED = "embedded"  # --gan's name for the shipped model
 
 
 @dataclass
@@ -50,9 +49,8 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="*", type=Path, metavar="IMG",
                         help="square RGB images (GAN samples or inverted photos)")
     parser.add_argument("--gan", type=Path, metavar="CKPT",
-                        help="StyleGAN2 checkpoint (rosinality format: 'g_ema' and 'd'), or "
-                        f"'{EMBEDDED}': the shipped 64 px model with its view and light "
-                        "priors (as gan2shape demo uses it); default: the config's gan_ckpt")
+                        help=f"{embedded.GAN_HELP}, with its view and light priors (as "
+                        "gan2shape demo uses it); default: the config's gan_ckpt")
     src = parser.add_argument_group("latents")
     src.add_argument("--latent", nargs="+", type=Path, default=[], metavar="W.pt",
                      help="one W latent file per image, in the order of the images")
@@ -188,15 +186,17 @@ def make_jobs(args) -> list[Job]:
     return jobs
 
 
-def latent_by_inversion(image_path: Path, gan, device: torch.device) -> torch.Tensor:
+def latent_by_inversion(image_path: Path, gan, device: torch.device,
+                        progress: bool = False) -> torch.Tensor:
     """Hook for ``--invert``: the W latent (1, style_dim) of an image that has none, by
-    ``gan2shape.gan.invert.invert_image`` (optimisation-based projection)."""
+    ``gan2shape.gan.invert.invert_image`` (optimisation-based projection; ``progress``: a
+    bar over its steps)."""
     try:
         from ..gan import invert
     except ImportError as exc:
         raise UserError("--invert needs GAN inversion (gan2shape.gan.invert), which this "
                         "installation lacks; give latent files instead") from exc
-    return invert.invert_image(image_path, gan, device=device)
+    return invert.invert_image(image_path, gan, device=device, progress=progress)
 
 
 # option -> the config key that is its default (the release's YAML files carry these paths)
@@ -232,10 +232,11 @@ def prepare(args, group: Group = SINGLE):
     from ..gan.latents import load_latent
 
     overrides = list(args.overrides)
-    if args.gan is not None and str(args.gan) == EMBEDDED and not args.gan.exists():
-        args.gan = embedded.asset_path(embedded.GAN_FILE)
-        args.view_prior = args.view_prior or embedded.asset_path(embedded.VIEW_PRIOR_FILE)
-        args.light_prior = args.light_prior or embedded.asset_path(embedded.LIGHT_PRIOR_FILE)
+    if args.gan is not None:
+        files = embedded.resolve_gan(args.gan)
+        args.gan = files.checkpoint
+        args.view_prior = args.view_prior or files.view_prior
+        args.light_prior = args.light_prior or files.light_prior
     if args.view_prior is not None:
         overrides.append(f"view_mvn_path={args.view_prior}")
     if args.light_prior is not None:
@@ -262,15 +263,17 @@ def prepare(args, group: Group = SINGLE):
     return cfg, jobs, device, gan, latents
 
 
-def load_inputs(job: Job, latent: torch.Tensor | None, gan, device, cfg):
-    """(image, latent, mask, gt_depth) of one job, the latent by inversion when missing."""
+def load_inputs(job: Job, latent: torch.Tensor | None, gan, device, cfg,
+                progress: bool = False):
+    """(image, latent, mask, gt_depth) of one job, the latent by inversion when missing
+    (``progress``: the inversion's bar)."""
     from ..eval import gt_depth_from_png
     from ..gan.images import check_resolution, load_image
     from .priors import load_mask
 
     if latent is None:  # a photo: square-cropped and resized as the inversion sees it
         image = load_image(job.image, gan.size)
-        latent = latent_by_inversion(job.image, gan, device)
+        latent = latent_by_inversion(job.image, gan, device, progress)
     else:  # a GAN sample at its own size: the reconstructor crops and resizes it
         image = load_image(job.image)
         check_resolution(job.image, image.shape[-1], cfg.image_size)
@@ -319,7 +322,7 @@ def run(args) -> int:
     show = not args.quiet and group.is_main
     rec = Reconstructor(gan, cfg, pretrained=args.pretrained, device=device, progress=show)
     for job, latent in tqdm(todo, desc="images", unit="image", disable=not show):
-        image, latent, mask, gt = load_inputs(job, latent, gan, device, cfg)
+        image, latent, mask, gt = load_inputs(job, latent, gan, device, cfg, show)
         out_dir = args.out / job.name
         checkpoint = out_dir / CHECKPOINT_NAME
         result = rec.fit(image, latent, mask=mask, gt_depth=gt, name=job.name,

@@ -53,13 +53,12 @@ def run(args) -> int:
         if group.is_main:
             args.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, args.out / "config.yaml")
-        rec = Reconstructor(gan, cfg, pretrained=args.pretrained, device=device,
-                            progress=not args.quiet and group.is_main)
+        show = not args.quiet and group.is_main
+        rec = Reconstructor(gan, cfg, pretrained=args.pretrained, device=device, progress=show)
         targets = []
         mine = group.shard(list(zip(jobs, latents, strict=True)))
-        for job, latent in tqdm(mine, desc="loading images", leave=False,
-                                disable=args.quiet or not group.is_main):
-            image, latent, mask, _ = load_inputs(job, latent, gan, device, cfg)
+        for job, latent in tqdm(mine, desc="loading images", leave=False, disable=not show):
+            image, latent, mask, _ = load_inputs(job, latent, gan, device, cfg, show)
             targets.append(rec.target(image, latent, mask, job.name))
         checkpoint = args.out / CHECKPOINT_NAME
         result = pretrain(rec, targets, checkpoint, group)
