@@ -16,8 +16,8 @@ import time
 
 import torch
 
+from gan2shape import perceptual as P
 from gan2shape.gan import Discriminator
-from gan2shape.recon import losses
 
 
 def timed(loss, recon, target, reps):
@@ -37,14 +37,15 @@ def main() -> None:
     parser.add_argument("--gan-size", type=int, default=128)
     args = parser.parse_args()
     torch.manual_seed(0)
-    vgg3 = losses.VGG16Features(3).requires_grad_(False).eval()
-    vgg5 = losses.VGG16Features(5).requires_grad_(False).eval()
+    vgg3 = P.VGG16Features(3).requires_grad_(False).eval()
+    vgg5 = P.VGG16Features(5).requires_grad_(False).eval()
     lin = [torch.rand(1, c, 1, 1) for c in (64, 128, 256, 512, 512)]
     disc = Discriminator(args.gan_size, channel_multiplier=1).requires_grad_(False).eval()
-    choices = {"lpips": losses.lpips_perceptual_loss(vgg5, lin),
-               "vgg16": losses.vgg16_perceptual_loss(vgg3),
-               "discriminator": losses.discriminator_perceptual_loss(disc),
-               "none": losses.no_perceptual_loss}
+    choices = {"lpips": P.Perceptual(P.lpips_features(vgg5), P.lpips_distance(lin), True),
+               "vgg16": P.Perceptual(P.vgg16_features(vgg3), P.feature_l1, True),
+               "discriminator": P.Perceptual(P.discriminator_features(disc), P.feature_l1,
+                                             True),
+               "none": None}
     recon = (torch.rand(args.batch, 3, args.size, args.size) * 2 - 1).requires_grad_(True)
     target = torch.rand(args.batch, 3, args.size, args.size) * 2 - 1
     # interleave the choices so that machine noise hits them alike

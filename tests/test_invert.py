@@ -13,7 +13,6 @@ from gan2shape.errors import UserError
 from gan2shape.gan import Discriminator, Generator, load_latent, save_stylegan2
 from gan2shape.gan.invert import (
     PoorFitWarning,
-    VGGFeatures,
     invert,
     invert_image,
     latent_for_image,
@@ -21,6 +20,7 @@ from gan2shape.gan.invert import (
     noise_regularisation,
     psnr_db,
 )
+from gan2shape.perceptual import VGG16_CONVS, inversion_perceptual
 
 SIZE, STYLE = 16, 32
 CHANNELS = {4: 32, 8: 32, 16: 16}
@@ -134,20 +134,17 @@ def test_noise_optimisation_keeps_unit_white_noise(gan):
 
 def test_vgg_features_from_a_torchvision_layout_state_dict():
     torch.manual_seed(0)
-    state, index, in_ch = {}, 0, 3
-    for stage, (out_ch, convs) in enumerate(VGGFeatures.STAGES):
-        for _ in range(convs):
-            state[f"features.{index}.weight"] = torch.randn(out_ch, in_ch, 3, 3) * 0.05
-            state[f"features.{index}.bias"] = torch.zeros(out_ch)
-            in_ch = out_ch
-            index += 2
-        index += 1 if stage < 4 else 0
-    vgg = VGGFeatures(state, min_size=32)
+    state, in_ch = {}, 3
+    for index, (_, out_ch) in VGG16_CONVS.items():
+        state[f"features.{index}.weight"] = torch.randn(out_ch, in_ch, 3, 3) * 0.05
+        state[f"features.{index}.bias"] = torch.zeros(out_ch)
+        in_ch = out_ch
+    vgg = inversion_perceptual("vgg", vgg_weights={"state_dict": state})
     x = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
-    feats = vgg.features(x)
+    feats = vgg.target_features(x)
     assert [f.shape[1] for f in feats] == [64, 128, 256, 512, 512]
-    assert vgg.distance(x, feats).abs().max() < 1e-6
-    assert (vgg.distance(x.flip(-1), feats) > 0).all()
+    assert vgg.to_features(x, feats).abs().max() < 1e-6
+    assert (vgg.to_features(x.flip(-1), feats) > 0).all()
 
 
 def test_latent_for_image_warns_on_a_poor_fit(gan):

@@ -11,10 +11,10 @@ import textwrap
 import pytest
 import torch
 
-from gan2shape import embedded, heldout
+from gan2shape import embedded, heldout, perceptual
 from gan2shape.config import load_config
 from gan2shape.gan import Discriminator, Generator, StyleGAN2
-from gan2shape.recon import Reconstructor, SequenceSpec, losses, steps
+from gan2shape.recon import Reconstructor, SequenceSpec, steps
 
 STYLE_DIM = 32
 CHANNELS = {4: 16, 8: 16, 16: 16, 32: 8, 64: 8}
@@ -49,7 +49,7 @@ def test_reused_target_features_equal_recomputed_ones_and_change_with_the_target
         calls.append(x.shape[0])
         return d.features(x, 3)
 
-    memo = losses.TargetFeatures(features)
+    memo = perceptual.TargetFeatures(features)
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     first = memo(x)
     again = memo(x.clone())  # equal values, another tensor
@@ -61,7 +61,7 @@ def test_reused_target_features_equal_recomputed_ones_and_change_with_the_target
     assert calls == [2, 2]
     assert all(torch.equal(a, b) for a, b in zip(changed, d.features(x, 3), strict=True))
     assert not torch.equal(changed[0], first[0])
-    off = losses.TargetFeatures(features, reuse=False)
+    off = perceptual.TargetFeatures(features, reuse=False)
     off(x), off(x)
     assert calls == [2, 2, 2, 2]
 
@@ -72,9 +72,9 @@ def test_discriminator_loss_with_given_real_features_is_the_same():
     fake = (torch.rand(2, 3, 64, 64) * 2 - 1).requires_grad_(True)
     real = torch.rand(2, 3, 64, 64) * 2 - 1
     mask = (torch.rand(2, 1, 64, 64) > 0.3).float()
-    a = losses.discriminator_feature_loss(d, fake, real, mask, 3)
+    a = perceptual.discriminator_feature_loss(d, fake, real, mask, 3)
     (ga,) = torch.autograd.grad(a, fake)
-    b = losses.discriminator_feature_loss(d, fake, real, mask, 3, d.features(real, 3))
+    b = perceptual.discriminator_feature_loss(d, fake, real, mask, 3, d.features(real, 3))
     (gb,) = torch.autograd.grad(b, fake)
     assert torch.equal(a, b) and torch.equal(ga, gb)
 

@@ -6,8 +6,9 @@ steps and down (cosine) over the last 25 %, add latent noise that decays to zero
 first 75 % (it keeps the early steps from settling in a poor basin), and, when the generator's
 noise maps are optimised too, regularise them towards white noise at every scale and
 renormalise them after every step. The reconstruction loss is a pixel MSE plus a perceptual
-term: distances between the GAN discriminator's first feature maps (no extra weights needed)
-or, when the user supplies VGG16 weights, LPIPS-style normalised VGG16 features.
+term (``gan2shape.perceptual.inversion_perceptual``): distances between the GAN
+discriminator's first feature maps (no extra weights needed) or, when the user supplies VGG16
+weights, LPIPS-style normalised VGG16 features.
 
 Each image has its own latent (and noise maps); the loss is a sum of per-image terms and the
 discriminator features have no cross-batch terms, so a batch inverts exactly as its images
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import UserError
+from ..perceptual import inversion_perceptual, per_image_masked_mean
 
 # Below this PSNR (dB) a projection is reported as a poor explanation of the image. Measured
 # with the embedded 64 px model (benchmarks/invert.py, 200 W steps, 4 images per case) at
@@ -34,7 +36,6 @@ from ..errors import UserError
 # unrelated photos and screenshots 17.0-23.5 / 17.1-26.0 dB. PSNR also rewards flat
 # backgrounds, so larger GANs on real photos may need a lower value.
 POOR_FIT_PSNR_DB = 24.0
-D_FEATURE_BLOCKS = 4  # as the release's discriminator-feature loss
 MEAN_LATENT_SAMPLES = 4096  # W samples for the starting point and the latent-noise scale
 MEAN_LATENT_SEED = 0
 Z_START_SAMPLES = 64  # prior samples searched for a Z inversion's start
@@ -97,102 +98,8 @@ def psnr_db(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) 
     mask: (B, 1, H, W) weights in [0, 1] (None: every pixel).
     """
     err = ((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2).pow(2)
-    mse = _masked_mean(err, mask)
+    mse = per_image_masked_mean(err, mask)
     return -10 * torch.log10(mse.clamp_min(1e-10))
-
-
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Per-image mean of x (B, C, H, W) weighted by mask (B, 1, H', W') resized to (H, W)."""
-    if mask is None:
-        return x.flatten(1).mean(1)
-    if mask.shape[-2:] != x.shape[-2:]:
-        mask = F.adaptive_avg_pool2d(mask, x.shape[-2:])
-    weighted = (x * mask).flatten(1).sum(1)
-    return weighted / (mask.flatten(1).sum(1) * x.shape[1]).clamp_min(1e-8)
-
-
-class DiscriminatorFeatures:
-    """Perceptual distance from a StyleGAN2 discriminator's first blocks.
-
-    distance(x, target_features) -> (B,): sum over blocks of the (masked) mean absolute
-    difference, each block's difference divided by the target's mean absolute activation so
-    that blocks of different magnitudes weigh alike.
-    """
-
-    def __init__(self, discriminator: torch.nn.Module, n_blocks: int = D_FEATURE_BLOCKS):
-        n_blocks = min(n_blocks, discriminator.n_feature_blocks)
-        self.discriminator = discriminator
-        self.n_blocks = n_blocks
-
-    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return self.discriminator.features(images, self.n_blocks)
-
-    def distance(self, images, target_features, mask=None) -> torch.Tensor:
-        total = 0.0
-        for f, t in zip(self.features(images), target_features, strict=True):
-            scale = t.abs().flatten(1).mean(1).clamp_min(1e-6)
-            total = total + _masked_mean((f - t).abs(), mask) / scale
-        return total
-
-
-class VGGFeatures:
-    """LPIPS-style distance (no learned linear heads) from user-supplied VGG16 weights.
-
-    ``weights``: a state dict in torchvision's VGG16 layout (``features.{i}.weight/bias``) or
-    a path to one. Features after relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3 are
-    normalised to unit length over channels; the distance is the sum over layers of the
-    (masked) mean squared difference. Inputs in [-1, 1] are mapped to ImageNet statistics.
-    """
-
-    # (out channels, convs) per VGG16 stage; stages are separated by 2x2 max-pooling.
-    STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
-    MEAN = (0.485, 0.456, 0.406)
-    STD = (0.229, 0.224, 0.225)
-
-    def __init__(self, weights, device="cpu", min_size: int = 64):
-        from ..fileio import load_torch
-
-        state = load_torch(weights, "VGG16 weights") if not isinstance(weights, dict) else weights
-        if "state_dict" in state:
-            state = state["state_dict"]
-        self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []
-        index = 0
-        try:
-            for stage, (_, convs) in enumerate(self.STAGES):
-                for _ in range(convs):
-                    w = state[f"features.{index}.weight"].float().to(device)
-                    b = state[f"features.{index}.bias"].float().to(device)
-                    self.layers.append((w, b))
-                    index += 2  # conv, relu
-                if stage < len(self.STAGES) - 1:
-                    index += 1  # max-pool
-        except KeyError as exc:
-            raise UserError(
-                f"VGG16 weights lack {exc.args[0]} (torchvision layout expected)") from exc
-        self.mean = torch.tensor(self.MEAN, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(self.STD, device=device).view(1, 3, 1, 1)
-        self.min_size = min_size
-
-    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = ((images + 1) / 2 - self.mean) / self.std
-        if x.shape[-1] < self.min_size:  # five poolings need some room
-            x = F.interpolate(x, size=self.min_size, mode="bilinear", align_corners=False)
-        out, k = [], 0
-        for stage, (_, convs) in enumerate(self.STAGES):
-            if stage:
-                x = F.max_pool2d(x, 2)
-            for _ in range(convs):
-                w, b = self.layers[k]
-                x = F.relu(F.conv2d(x, w, b, padding=1))
-                k += 1
-            out.append(x / (x.pow(2).sum(1, keepdim=True).sqrt() + 1e-10))
-        return out
-
-    def distance(self, images, target_features, mask=None) -> torch.Tensor:
-        total = 0.0
-        for f, t in zip(self.features(images), target_features, strict=True):
-            total = total + _masked_mean((f - t).pow(2), mask) * f.shape[1]
-        return total
 
 
 def invert(
@@ -270,11 +177,8 @@ def invert(
 
     try:
         target = images.detach()
-        metric = _perceptual(perceptual, discriminator, vgg_weights, device)
-        target_features = None
-        if metric is not None:
-            with torch.no_grad():
-                target_features = [f.detach() for f in metric.features(target)]
+        metric = inversion_perceptual(perceptual, discriminator, vgg_weights, device)
+        target_features = None if metric is None else metric.target_features(target)
 
         with torch.no_grad():
             fixed = torch.Generator(device="cpu").manual_seed(MEAN_LATENT_SEED)
@@ -391,20 +295,6 @@ def nearest_prior_sample(generator, target: torch.Tensor, n: int) -> torch.Tenso
     return z[errors.argmin(1)]
 
 
-def _perceptual(kind: str, discriminator, vgg_weights, device):
-    if kind == "none":
-        return None
-    if kind == "discriminator":
-        if discriminator is None:
-            raise UserError("perceptual='discriminator' needs the GAN's discriminator")
-        return DiscriminatorFeatures(discriminator)
-    if kind == "vgg":
-        if vgg_weights is None:
-            raise UserError("perceptual='vgg' needs VGG16 weights (torchvision layout)")
-        return VGGFeatures(vgg_weights, device=device)
-    raise UserError(f"perceptual must be 'discriminator', 'vgg' or 'none', got {kind!r}")
-
-
 def _initial_latent(init, w_mean, batch, generator, w_plus) -> torch.Tensor:
     """The starting latent: (B, D) for W, (B, n_latent, D) for W+."""
     if isinstance(init, str):
@@ -424,9 +314,9 @@ def _initial_latent(init, w_mean, batch, generator, w_plus) -> torch.Tensor:
 
 def _losses(projected, target, metric, target_features, mask, noises,
             pixel_weight, perceptual_weight, noise_weight) -> dict[str, torch.Tensor]:
-    pixel = _masked_mean((projected - target).pow(2), mask)
+    pixel = per_image_masked_mean((projected - target).pow(2), mask)
     zero = torch.zeros_like(pixel)
-    percep = metric.distance(projected, target_features, mask) if metric else zero
+    percep = metric.to_features(projected, target_features, mask) if metric else zero
     noise_reg = noise_regularisation(noises) if noises else zero
     total = pixel_weight * pixel + perceptual_weight * percep + noise_weight * noise_reg
     return {"pixel": pixel, "perceptual": percep, "noise": noise_reg, "total": total}

@@ -26,6 +26,7 @@ from .. import export
 from ..distributed import SINGLE, Group
 from ..errors import UserError
 from ..fileio import load_torch, save_json, save_torch
+from ..perceptual import reconstruction_perceptual
 from ..render import normals_from_depth, warp_canon_depth
 from . import factors, losses, priors, steps
 from .light_estimate import estimate_light
@@ -189,7 +190,7 @@ class Reconstructor:
 
         prior = priors.ViewLightPrior.load(cfg.view_mvn_path, cfg.light_mvn_path,
                                            cfg.view_scale)
-        perceptual = None if cfg.perceptual == "none" else losses.make_perceptual_loss(
+        perceptual = reconstruction_perceptual(
             cfg.perceptual, cfg.vgg16_path, discriminator, self.device, cfg.lpips_path,
             cfg.reuse_target_features)
         self.ctx = steps.Context(nets, generator, discriminator, cfg, prior, perceptual,

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..perceptual import discriminator_feature_loss
 from ..render import reproject
 from ..render.camera import depth_to_points, points_to_grid, warp_points
 from . import factors, losses
@@ -345,7 +346,7 @@ def projection_loss(ctx: Context, target: Target, pseudo: torch.Tensor,
     lam_regular * mean squared latent offset."""
     projected, offset = ctx.project(target, pseudo)
     return (losses.photometric_loss(projected, pseudo, mask)
-            + losses.discriminator_feature_loss(ctx.discriminator, projected, pseudo, mask)
+            + discriminator_feature_loss(ctx.discriminator, projected, pseudo, mask)
             + ctx.cfg.lam_regular * losses.latent_regularisation(offset))
 
 
