@@ -180,6 +180,32 @@ def test_fit_resumes_after_the_last_finished_stage(gan, sample, tmp_path, monkey
     assert calls == ["other stage 1/2", "other stage 2/2"]
 
 
+def test_a_resumed_fit_ends_exactly_where_an_unbroken_one_does(gan, sample, tmp_path,
+                                                              monkeypatch):
+    """Stopped after stage 1 of 2 and run again, a fit restores the weights and the random
+    stream of its checkpoint: the same factors, bit for bit."""
+    settings = ("num_stage=2", "flip3_cfg=[true, false]", "flip1_cfg=[false, false]")
+    expected = make_reconstructor(gan, *settings).fit(*sample, name="img")
+    rec, checkpoint = make_reconstructor(gan, *settings), tmp_path / "ck.pt"
+    real_stage, calls = Reconstructor.run_stage, []
+
+    def stopping(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Interrupted
+        return real_stage(self, *args)
+
+    monkeypatch.setattr(Reconstructor, "run_stage", stopping)
+    with pytest.raises(Interrupted):
+        rec.fit(*sample, name="img", checkpoint=checkpoint)
+    monkeypatch.setattr(Reconstructor, "run_stage", real_stage)
+    assert torch.load(checkpoint)["stages_done"] == 1
+    resumed = make_reconstructor(gan, *settings).fit(*sample, name="img",
+                                                      checkpoint=checkpoint)
+    for what in ("depth", "view_depth", "albedo", "normals", "recon"):
+        assert torch.equal(getattr(resumed, what), getattr(expected, what)), what
+
+
 def test_weights_are_reset_between_images(gan, sample):
     rec = make_reconstructor(gan)
     initial = {k: v.clone() for k, v in rec.nets["netA"].state_dict().items()}

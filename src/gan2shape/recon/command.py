@@ -12,7 +12,6 @@ by torchrun, the processes split the images (:func:`run`).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +27,7 @@ from ..errors import UserError
 from ..export.mesh import MESH_FORMATS
 from ..fileio import writable_dir
 from ..gan.images import IMAGE_POLICY
-
-CHECKPOINT_NAME = "checkpoint.pt"
+from .stage_checkpoint import FILE_NAME as STAGE_CHECKPOINT
 
 
 @dataclass
@@ -309,7 +307,7 @@ def run(args) -> int:
         raise stale_error(args.out, stale)
     for name in stale:  # --overwrite: unfinished until redone, no stale stage checkpoint
         (args.out / name / "metrics.json").unlink()
-        (args.out / name / CHECKPOINT_NAME).unlink(missing_ok=True)
+        (args.out / name / STAGE_CHECKPOINT).unlink(missing_ok=True)
     if group.is_main:
         save_config(cfg, args.out / "config.yaml")
     where = f" (process {group.rank} of {group.world_size})" if group.distributed else ""
@@ -324,13 +322,12 @@ def run(args) -> int:
     for job, latent in tqdm(todo, desc="images", unit="image", disable=not show):
         image, latent, mask, gt = load_inputs(job, latent, gan, device, cfg, show)
         out_dir = args.out / job.name
-        checkpoint = out_dir / CHECKPOINT_NAME
+        checkpoint = out_dir / STAGE_CHECKPOINT
         result = rec.fit(image, latent, mask=mask, gt_depth=gt, name=job.name,
                          checkpoint=checkpoint)
         result.metrics[DIGEST_KEY] = digests[job.name]
         result.export(out_dir, mesh_formats=tuple(args.mesh_format))
-        if checkpoint.exists():
-            os.remove(checkpoint)
+        checkpoint.unlink(missing_ok=True)
         line = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()
                          if k in ("SIDE", "MAD_deg"))
         tqdm.write(f"{job.name}: done{' (' + line + ')' if line else ''} -> {out_dir}{where}")

@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from ..distributed import SINGLE, Group
 from ..errors import UserError
-from ..fileio import load_torch, save_torch
 from . import priors, steps
 from .reconstructor import Reconstructor, _config_digest, stage_plan
+from .stage_checkpoint import StageCheckpoint
 
 PRIOR_BATCH = 16  # images the depth network is fitted to the shape prior on, at once
 CHECKPOINT_VERSION = 2
@@ -74,15 +73,18 @@ def pretrain(rec: Reconstructor, targets: list[steps.Target],
         raise UserError(f"collect_iters ({cfg.collect_iters}) must be at least the number of "
                         f"images ({n}) so that every image gets projected samples")
     plan = stage_plan(cfg)
-    key = f"{_config_digest(cfg)}:{n}"
-    done = group.broadcast(_resume(rec, checkpoint, key) if group.is_main else None)
+    # (each stage is seeded: the checkpoint needs no random state)
+    stages = StageCheckpoint(checkpoint, {"version": CHECKPOINT_VERSION,
+                                          "key": f"{_config_digest(cfg)}:{n}"},
+                             "pre-training checkpoint")
+    done = group.broadcast(stages.resume(rec.nets) if group.is_main else None)
     if done is None:
         torch.manual_seed(_stage_seed(cfg.seed, 0, 0))
         if rec.needs_prior and group.is_main:
             _fit_prior(rec, targets[:PRIOR_BATCH])
         done = 0
         if group.is_main:
-            _save(rec, checkpoint, key, 0)
+            stages.save(0, release_weights(rec))
     group.broadcast_modules(rec.nets.values())
     for s in range(done, len(plan)):
         # Each stage seeded per process, with a fresh cycle: a resumed run draws what an
@@ -91,7 +93,7 @@ def pretrain(rec: Reconstructor, targets: list[steps.Target],
         joint_stage(rec, targets, plan[s], Cycle(len(targets)),
                     f"joint stage {s + 1}/{len(plan)}", collect_iters, group)
         if group.is_main:
-            _save(rec, checkpoint, key, s + 1)
+            stages.save(s + 1, release_weights(rec))
     return release_weights(rec)
 
 
@@ -140,21 +142,3 @@ def _fit_prior(rec: Reconstructor, targets: list[steps.Target]) -> None:
         priors.fit_depth_to_prior(rec.nets["netD"], images, prior, cfg.prior_iters,
                                   cfg.prior_lr, cfg.weight_decay, cfg.min_depth,
                                   cfg.max_depth, progress=lambda i, v: bar.update(1))
-
-
-def _save(rec: Reconstructor, path, key: str, stages_done: int) -> None:
-    if path is not None:
-        save_torch({"version": CHECKPOINT_VERSION, "key": key, "stages_done": stages_done,
-                    "nets": release_weights(rec)}, path)
-
-
-def _resume(rec: Reconstructor, path, key: str) -> int | None:
-    if path is None or not Path(path).is_file():
-        return None
-    state = load_torch(path, "pre-training checkpoint")
-    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION \
-            or state.get("key") != key:
-        return None
-    for k, net in rec.nets.items():
-        net.load_state_dict(state["nets"][k])
-    return int(state["stages_done"])

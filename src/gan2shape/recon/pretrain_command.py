@@ -11,7 +11,6 @@ the images and average their gradients (``torchrun --nproc_per_node 4 -m gan2sha
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from tqdm import tqdm
@@ -21,9 +20,9 @@ from ..distributed import from_environment, joined
 from ..errors import UserError
 from ..fileio import save_torch, writable_dir
 from .command import add_input_arguments, load_inputs, prepare
+from .stage_checkpoint import FILE_NAME as STAGE_CHECKPOINT
 
 WEIGHTS_NAME = "gan2shape_pretrain.pth"
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,12 +59,11 @@ def run(args) -> int:
         for job, latent in tqdm(mine, desc="loading images", leave=False, disable=not show):
             image, latent, mask, _ = load_inputs(job, latent, gan, device, cfg, show)
             targets.append(rec.target(image, latent, mask, job.name))
-        checkpoint = args.out / CHECKPOINT_NAME
+        checkpoint = args.out / STAGE_CHECKPOINT
         result = pretrain(rec, targets, checkpoint, group)
     if group.is_main:
         save_torch(result, weights)
-        if checkpoint.exists():
-            os.remove(checkpoint)
+        checkpoint.unlink(missing_ok=True)
         where = f" on {group.world_size} processes" if group.distributed else ""
         print(f"gan2shape pretrain: weights of {len(jobs)} images{where} -> {weights}")
     return 0

@@ -25,13 +25,14 @@ from tqdm import tqdm
 from .. import export
 from ..distributed import SINGLE, Group
 from ..errors import UserError
-from ..fileio import load_torch, save_json, save_torch
+from ..fileio import load_torch, save_json
 from ..perceptual import reconstruction_perceptual
 from ..render import normals_from_depth, warp_canon_depth
 from . import factors, losses, priors, steps
 from .light_estimate import estimate_light
 from .networks import build_networks, load_networks
 from .sequences import SequenceSpec, make_sequences
+from .stage_checkpoint import StageCheckpoint
 
 CHECKPOINT_VERSION = 1
 
@@ -293,18 +294,20 @@ class Reconstructor:
             target.light = self._known_light(light, name)
         self.reset()
         plan = stage_plan(cfg)
-        done = self._resume(checkpoint, name)
+        stages = StageCheckpoint(checkpoint, {"version": CHECKPOINT_VERSION, "name": name,
+                                              "config": _config_digest(cfg)})
+        done = stages.resume(self.nets)
         history: dict[str, float] = {}
         if done is None:
             if self.needs_prior:
                 self.fit_prior(target, name)
             done = 0
-            self._save(checkpoint, name, 0)
+            self._save(stages, 0)
         bar = tqdm(total=len(plan), initial=done, desc=f"{name} stages", unit="stage",
                    disable=not self.progress, leave=False)
         for i in range(done, len(plan)):
             history.update(self.run_stage(target, plan[i], f"{name} stage {i + 1}/{len(plan)}"))
-            self._save(checkpoint, name, i + 1)
+            self._save(stages, i + 1)
             bar.update(1)
         bar.close()
         return self.result(target, name, gt_depth, history)
@@ -396,30 +399,9 @@ class Reconstructor:
 
     # --- checkpoints -------------------------------------------------------------------
 
-    def _save(self, path, name: str, stages_done: int) -> None:
-        if path is None:
-            return
-        save_torch({"version": CHECKPOINT_VERSION, "name": name, "stages_done": stages_done,
-                    "config": _config_digest(self.cfg),
-                    "nets": {k: n.state_dict() for k, n in self.nets.items()},
-                    "rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available()
-                    else None}, path)
-
-    def _resume(self, path, name: str) -> int | None:
-        """Load a matching checkpoint; returns the number of finished stages or None."""
-        if path is None or not Path(path).is_file():
-            return None
-        state = load_torch(path, "checkpoint")
-        if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION \
-                or state.get("name") != name or state.get("config") != _config_digest(self.cfg):
-            return None  # another image or configuration: start afresh (it is overwritten)
-        for k, net in self.nets.items():
-            net.load_state_dict(state["nets"][k])
-        torch.set_rng_state(state["rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        return int(state["stages_done"])
+    def _save(self, stages: StageCheckpoint, stages_done: int) -> None:
+        """The networks and the random state (the stages draw from one stream)."""
+        stages.save(stages_done, {k: n.state_dict() for k, n in self.nets.items()}, rng=True)
 
     # --- the result --------------------------------------------------------------------
 
