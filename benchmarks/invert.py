@@ -24,13 +24,13 @@ import torch
 
 from gan2shape.gan import Discriminator, Generator, load_stylegan2
 from gan2shape.gan.images import list_images, load_image
-from gan2shape.gan.invert import POOR_FIT_PSNR_DB, invert
+from gan2shape.gan.invert import POOR_FIT_PSNR_DB, InvertOptions, invert
 
 
 def run_case(name, generator, discriminator, targets, steps, every, w_plus):
     tic = time.perf_counter()
-    result = invert(generator, targets, steps=steps, w_plus=w_plus,
-                    discriminator=discriminator, record_every=every)
+    result = invert(generator, targets,
+                    InvertOptions(steps=steps, w_plus=w_plus, record_every=every), discriminator)
     seconds = (time.perf_counter() - tic) / targets.shape[0]
     curve = "  ".join(f"{s}:{p:5.1f}" for s, p in result.history)
     psnr = result.psnr_db

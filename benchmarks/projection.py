@@ -61,7 +61,7 @@ from gan2shape.data import fit, scenes
 from gan2shape.errors import UserError, run_script
 from gan2shape.fileio import save_torch
 from gan2shape.gan import load_stylegan2
-from gan2shape.gan.invert import PoorFitWarning, codes_for_image, invert
+from gan2shape.gan.invert import InvertOptions, PoorFitWarning, codes_for_image, invert
 from gan2shape.recon import Reconstructor, SequenceSpec, steps
 from gan2shape.recon.reconstructor import stage_plan
 
@@ -133,7 +133,7 @@ def measure_face(gan, cfg, index: int, args) -> dict[str, float]:
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PoorFitWarning)
-            latent, code = codes_for_image(gan, image, steps=args.invert_steps)
+            latent, code = codes_for_image(gan, image, InvertOptions(steps=args.invert_steps))
     rec = Reconstructor(gan, cfg, device="cpu", progress=False, sequences=NO_SEQUENCES)
     ctx, stage = rec.ctx, stage_plan(cfg)[0]
     torch.manual_seed(cfg.seed)
@@ -158,8 +158,8 @@ def measure_face(gan, cfg, index: int, args) -> dict[str, float]:
             projected = ctx.project(target, pseudo.images)[0]
 
         def best_fit(images: torch.Tensor) -> torch.Tensor:
-            return invert(gan.generator, images, steps=args.fit_steps, init=latent, lr=FIT_LR,
-                          discriminator=gan.discriminator, latent_noise=0.0).images
+            options = InvertOptions(steps=args.fit_steps, lr=FIT_LR, latent_noise=0.0)
+            return invert(gan.generator, images, options, gan.discriminator, init=latent).images
 
         errors.update({"projected": masked_error(projected, truth, head),
                        "optimised": masked_error(best_fit(pseudo.images), truth, head),

@@ -157,7 +157,13 @@ class Bench:
 
     def run_face(self, index: int, path: Path, bar: tqdm) -> dict:
         """Fill in the missing methods of face ``index``'s record, saving after each."""
-        from gan2shape.gan.invert import PoorFitWarning, codes_for_image, prepare_image, psnr_db
+        from gan2shape.gan.invert import (
+            InvertOptions,
+            PoorFitWarning,
+            codes_for_image,
+            prepare_image,
+            psnr_db,
+        )
 
         record = load_record(path, self.settings)
         scores, seconds = record["scores"], record["seconds"]
@@ -183,7 +189,7 @@ class Bench:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", PoorFitWarning)  # the PSNR is recorded instead
                 latent, code = codes_for_image(self.gan, image.to(self.device),
-                                               steps=self.invert_steps)
+                                               InvertOptions(steps=self.invert_steps))
             seconds["inversion"] = time.perf_counter() - start
             with torch.no_grad():
                 projected = self.gan.generator.synthesis(latent)

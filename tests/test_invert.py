@@ -12,6 +12,7 @@ from gan2shape import cli
 from gan2shape.errors import UserError
 from gan2shape.gan import Discriminator, Generator, load_latent, save_stylegan2
 from gan2shape.gan.invert import (
+    InvertOptions,
     PoorFitWarning,
     invert,
     invert_image,
@@ -73,7 +74,7 @@ def test_recovers_a_gan_sample_with_known_latent(gan):
     """
     g, d = gan
     w, target = samples(g, 8)
-    result = invert(g, target, steps=150, discriminator=d)
+    result = invert(g, target, InvertOptions(steps=150), d)
     assert result.latents.shape == (8, STYLE) and result.images.shape == target.shape
     assert result.psnr_db.min() >= 20 and result.psnr_db.median() >= 30, result.psnr_db
     # The projected image is the generator's image of the returned latent.
@@ -94,8 +95,8 @@ def test_w_plus_does_not_do_worse_than_w(gan):
     with torch.no_grad():
         mixed = torch.cat([w[:4, None].expand(-1, 3, -1), w[4:, None].expand(-1, 3, -1)], 1)
         target = g.synthesis(mixed)
-    in_w = invert(g, target, steps=150, discriminator=d)
-    in_w_plus = invert(g, target, steps=150, discriminator=d, w_plus=True)
+    in_w = invert(g, target, InvertOptions(steps=150), d)
+    in_w_plus = invert(g, target, InvertOptions(steps=150, w_plus=True), d)
     assert in_w_plus.latents.shape == (4, g.n_latent, STYLE)
     assert (in_w_plus.psnr_db >= in_w.psnr_db).all(), (in_w.psnr_db, in_w_plus.psnr_db)
 
@@ -103,8 +104,8 @@ def test_w_plus_does_not_do_worse_than_w(gan):
 def test_batch_matches_single_and_masked_pixels_are_ignored(gan):
     g, d = gan
     _, target = samples(g, 3, seed=2)
-    batch = invert(g, target, steps=20, discriminator=d, seed=7)
-    single = invert(g, target[1:2], steps=20, discriminator=d, seed=7)
+    batch = invert(g, target, InvertOptions(steps=20), d, seed=7)
+    single = invert(g, target[1:2], InvertOptions(steps=20), d, seed=7)
     assert torch.allclose(batch.latents[1:2], single.latents, atol=1e-3)
     # Two targets that differ only where the mask is zero give the same inversion (pixel
     # loss only: D features see across the mask's edge through their receptive fields).
@@ -112,8 +113,8 @@ def test_batch_matches_single_and_masked_pixels_are_ignored(gan):
     mask[..., : SIZE // 2] = 1
     spoiled = target[:1].clone()
     spoiled[..., SIZE // 2:] = 1.0
-    clean = invert(g, target[:1], steps=20, perceptual="none", mask=mask)
-    dirty = invert(g, spoiled, steps=20, perceptual="none", mask=mask)
+    clean = invert(g, target[:1], InvertOptions(steps=20, perceptual="none"), mask=mask)
+    dirty = invert(g, spoiled, InvertOptions(steps=20, perceptual="none"), mask=mask)
     assert torch.allclose(clean.latents, dirty.latents, atol=1e-5)
     assert torch.allclose(clean.psnr_db, dirty.psnr_db, atol=1e-4)
 
@@ -121,8 +122,7 @@ def test_batch_matches_single_and_masked_pixels_are_ignored(gan):
 def test_noise_optimisation_keeps_unit_white_noise(gan):
     g, d = gan
     _, target = samples(g, 2, seed=3)
-    result = invert(g, target, steps=10, discriminator=d, optimise_noise=True,
-                    perceptual="none")
+    result = invert(g, target, InvertOptions(steps=10, optimise_noise=True, perceptual="none"))
     assert len(result.noise) == len(g.stored_noise())
     for n in result.noise:
         assert n.shape[0] == 2
@@ -156,7 +156,7 @@ def test_latent_for_image_warns_on_a_poor_fit(gan):
     # A fine checkerboard at twice the GAN's resolution is far from anything it makes.
     board = (torch.arange(2 * SIZE)[:, None] + torch.arange(2 * SIZE)[None]) % 2 * 2.0 - 1
     with pytest.warns(PoorFitWarning, match="PSNR"):
-        latent = latent_for_image(Gan, board.expand(3, -1, -1), steps=5)
+        latent = latent_for_image(Gan, board.expand(3, -1, -1), InvertOptions(steps=5))
     assert latent.shape == (1, STYLE)
 
 
@@ -212,8 +212,8 @@ def test_invert_image_reads_and_preprocesses_a_photo(tmp_path, gan):
     # RGBA, twice the GAN's size: composited, resized, then inverted.
     rgba = np.concatenate([array, np.full(array.shape[:2] + (1,), 255, np.uint8)], 2)
     Image.fromarray(rgba, "RGBA").resize((2 * SIZE, 2 * SIZE)).save(tmp_path / "p.png")
-    latent = invert_image(tmp_path / "p.png", Gan, device=torch.device("cpu"), steps=60,
-                          poor_fit_db=15.0)
+    latent = invert_image(tmp_path / "p.png", Gan, InvertOptions(steps=60),
+                          device=torch.device("cpu"), poor_fit_db=15.0)
     assert latent.shape == (1, STYLE)
     with torch.no_grad():
         assert psnr_db(g.synthesis(latent), target).item() > 20
@@ -225,7 +225,7 @@ def test_z_inversion_recovers_samples_through_the_whole_mapping(gan):
     with torch.no_grad():
         target = g.synthesis(g.mapping(z))
     # measured with this generator and seed: 39.7 36.9 41.0 40.4 dB
-    result = invert(g, target, steps=400, discriminator=d, z_space=True)
+    result = invert(g, target, InvertOptions(steps=400, z_space=True), d)
     assert result.z.shape == (4, STYLE) and result.latents.shape == (4, STYLE)
     assert result.psnr_db.min() >= 30, result.psnr_db
     with torch.no_grad():  # the W returned is the mapping of the z found, and its image
@@ -237,10 +237,10 @@ def test_z_inversion_recovers_samples_through_the_whole_mapping(gan):
 def test_z_radius_term_keeps_z_at_the_priors_typical_radius(gan):
     g, d = gan
     _, target = samples(g, 2)
-    held = invert(g, target, steps=60, discriminator=d, z_space=True, z_radius_weight=10.0)
+    held = invert(g, target, InvertOptions(steps=60, z_space=True, z_radius_weight=10.0), d)
     assert torch.allclose(held.z.square().mean(1), torch.ones(2), atol=0.05)
     with pytest.raises(UserError, match="not both"):
-        invert(g, target, steps=1, discriminator=d, z_space=True, w_plus=True)
+        InvertOptions(steps=1, z_space=True, w_plus=True)
 
 
 def test_a_gan_with_an_encoder_is_inverted_in_z_from_its_estimate(gan):
@@ -256,7 +256,11 @@ def test_a_gan_with_an_encoder_is_inverted_in_z_from_its_estimate(gan):
     with torch.no_grad():
         image = g.synthesis(g.mapping(z))[0]
     model = StyleGAN2(g, d, SIZE, encoder=KnownEncoder())
-    latent = latent_for_image(model, image, steps=0)  # no steps: the start itself
+    latent = latent_for_image(model, image, InvertOptions(steps=0))  # no steps: the start itself
     assert torch.allclose(latent, g.mapping(z), atol=1e-6)
-    plain = latent_for_image(StyleGAN2(g, d, SIZE), image, steps=0)  # W, the mean latent
+    # W, from the mean latent
+    plain = latent_for_image(StyleGAN2(g, d, SIZE), image, InvertOptions(steps=0))
     assert not torch.allclose(plain, latent, atol=1e-3)
+    # options that ask for W keep an encoder's GAN in W
+    in_w = latent_for_image(model, image, InvertOptions(steps=0, z_space=False))
+    assert torch.equal(in_w, plain)

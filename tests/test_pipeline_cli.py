@@ -210,7 +210,7 @@ def test_invert_hook_takes_a_photo_without_latent(files, tmp_path, monkeypatch):
     photo = tmp_path / "photo.png"
     Image.new("RGBA", (50, 40), (255, 0, 0, 255)).save(photo)
     w = torch.full((1, STYLE_DIM), 0.5)
-    monkeypatch.setattr(invert, "invert_image", lambda path, gan, device=None, **_: w)
+    monkeypatch.setattr(invert, "invert_image", lambda path, gan, *_, **__: w)
     gan = load_stylegan2(files["gan"])
     image, latent, mask, gt = load_inputs(Job(photo, None, "photo"), None, gan, "cpu",
                                           load_config("tiny"))

@@ -3,6 +3,7 @@ output folders, non-finite or out-of-range numbers, Ctrl-C in train-gan, one ima
 presets that follow the GAN, and the sample -> reconstruct hand-over."""
 
 import argparse
+import dataclasses
 import json
 import signal
 
@@ -197,11 +198,11 @@ def test_sample_output_feeds_reconstruct_through_the_release_layout(files, tmp_p
 
 
 def test_inversion_shows_progress(capsys):
-    from gan2shape.gan.invert import invert
+    from gan2shape.gan.invert import InvertOptions, invert
 
     torch.manual_seed(0)
     g = Generator(8, style_dim=STYLE_DIM, channels={4: 8, 8: 8})
-    invert(g, torch.zeros(1, 3, 8, 8), steps=3, perceptual="none", progress=True)
+    invert(g, torch.zeros(1, 3, 8, 8), InvertOptions(steps=3, perceptual="none", progress=True))
     err = capsys.readouterr().err
     assert "inversion:" in err and "0/3" in err
 
@@ -233,7 +234,12 @@ def test_reconstruct_invert_shows_the_inversion_progress(files, tmp_path, capsys
     from gan2shape.gan import invert as inversion
 
     full = inversion.invert
-    monkeypatch.setattr(inversion, "invert", lambda *a, **k: full(*a, **{**k, "steps": 2}))
+
+    def short(generator, images, options, *args):
+        assert options.progress
+        return full(generator, images, dataclasses.replace(options, steps=2), *args)
+
+    monkeypatch.setattr(inversion, "invert", short)
     argv = [a for a in reconstruct_args(files, tmp_path / "o") if a != "--quiet"]
     latent = argv.index("--latent")
     argv[latent:latent + 2] = ["--invert"]

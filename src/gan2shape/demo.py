@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from .devices import resolve_device
     from .errors import UserError
     from .gan import load_stylegan2
-    from .gan.invert import PoorFitWarning, codes_for_image
+    from .gan.invert import InvertOptions, PoorFitWarning, codes_for_image
     from .heldout import average_depth_pool, baseline_scores, heldout_scenes
     from .recon import Reconstructor
 
@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"gan2shape demo: held-out test face {args.index} -> {out / stem} on {device}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PoorFitWarning)
-        latent, code = codes_for_image(gan, image.to(device), steps=args.invert_steps,
-                                       progress=True)
+        latent, code = codes_for_image(
+            gan, image.to(device), InvertOptions(steps=args.invert_steps, progress=True))
     for w in caught:
         print(f"warning: {w.message}")
     torch.save(latent.cpu(), out / f"{stem}_latent.pt")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -102,60 +102,85 @@ def psnr_db(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) 
     return -10 * torch.log10(mse.clamp_min(1e-10))
 
 
+@dataclass(frozen=True)
+class InvertOptions:
+    """How an inversion runs; the defaults are StyleGAN2's projector in W.
+
+    steps; lr: the peak learning rate, ramped up over the first ``lr_rampup`` and down
+    (cosine) over the last ``lr_rampdown`` of the steps. w_plus: one latent per layer, a
+    shared W plus per-layer offsets moving at ``w_plus_lr_mult`` times the learning rate.
+    z_space: in the input space Z through the whole mapping, so that the projection stays
+    on the learned distribution (every z the mapping sees is a sample of its training
+    distribution: the mapping's pixel norm keeps only z's direction, and the directions of
+    N(0, I) samples are uniform); ``z_radius_weight`` times (mean z^2 - 1)^2, the squared
+    distance from N(0, I)'s typical radius, is added to each image's loss: it changes no
+    image, but keeps z away from 0, where the pixel norm's gradient blows up. None: in Z
+    when the GAN has an image encoder (:func:`codes_for_image`), else in W.
+    optimise_noise: per-image copies of the generator's noise maps are optimised too (with
+    ``noise_weight`` times the noise regularisation) and returned; else its stored maps.
+    latent_noise: the starting jitter's scale, decaying to zero over the first
+    ``latent_noise_ramp`` of the steps (None: W_LATENT_NOISE in W, Z_LATENT_NOISE in Z).
+    perceptual: "discriminator" (needs the discriminator), "vgg" (needs ``vgg_weights``, a
+    torchvision-layout VGG16 state dict or its file) or "none"; the loss is ``pixel_weight``
+    times the pixel MSE + ``perceptual_weight`` times the perceptual distance
+    (:func:`gan2shape.perceptual.inversion_perceptual`).
+    record_every: the PSNR is kept in the result's ``history`` (and given to the callback)
+    every so many steps (0: never). progress: a tqdm bar over the steps (stderr).
+    """
+
+    steps: int = 500
+    lr: float = 0.1
+    lr_rampup: float = 0.05
+    lr_rampdown: float = 0.25
+    w_plus: bool = False
+    w_plus_lr_mult: float = 0.1
+    z_space: bool | None = None
+    z_radius_weight: float = 0.01
+    optimise_noise: bool = False
+    noise_weight: float = 1e5
+    latent_noise: float | None = None
+    latent_noise_ramp: float = 0.75
+    perceptual: str = "discriminator"
+    vgg_weights: object = None
+    perceptual_weight: float = 0.1
+    pixel_weight: float = 1.0
+    record_every: int = 0
+    progress: bool = False
+
+    def __post_init__(self):
+        if self.z_space and self.w_plus:
+            raise UserError("an inversion runs in Z or in W+, not both")
+
+
 def invert(
     generator: torch.nn.Module,
     images: torch.Tensor,
-    steps: int = 500,
-    lr: float = 0.1,
-    lr_rampup: float = 0.05,
-    lr_rampdown: float = 0.25,
-    w_plus: bool = False,
-    w_plus_lr_mult: float = 0.1,
-    optimise_noise: bool = False,
-    noise_weight: float = 1e5,
-    latent_noise: float | None = None,
-    latent_noise_ramp: float = 0.75,
-    perceptual: str = "discriminator",
+    options: InvertOptions | None = None,
     discriminator: torch.nn.Module | None = None,
-    vgg_weights=None,
-    perceptual_weight: float = 0.1,
-    pixel_weight: float = 1.0,
     mask: torch.Tensor | None = None,
     init: str | torch.Tensor = "mean",
     seed: int | Sequence[int] = 0,
     callback: Callable[[int, torch.Tensor], None] | None = None,
-    record_every: int = 0,
-    progress: bool = False,
-    z_space: bool = False,
-    z_radius_weight: float = 0.01,
 ) -> InversionResult:
-    """Project ``images`` (B, 3, S, S) in [-1, 1] into the generator's W (or W+) space, or
-    with ``z_space`` into its input space Z through the whole mapping, so that the projection
-    stays on the learned distribution (every z the mapping sees is a sample of its training
-    distribution: the mapping's pixel norm keeps only z's direction, and the directions of
-    N(0, I) samples are uniform). ``z_radius_weight`` times (mean z^2 - 1)^2, the squared
-    distance from N(0, I)'s typical radius, is added to each image's loss: it changes no
-    image, but keeps z away from 0, where the pixel norm's gradient blows up.
+    """Project ``images`` (B, 3, S, S) in [-1, 1] into the generator's latent space as
+    ``options`` (:class:`InvertOptions`; None: the defaults) say.
 
-    generator: a StyleGAN2 generator (``mapping``, ``synthesis``, ``mean_latent``); its
-    stored noise maps are used unless ``optimise_noise``, in which case per-image copies are
-    optimised (with ``noise_weight`` times the noise regularisation) and returned.
-    perceptual: "discriminator" (needs ``discriminator``), "vgg" (needs ``vgg_weights``)
-    or "none". mask: (B, 1, S, S) or (1, 1, S, S) weights in [0, 1] restricting every loss.
+    generator: a StyleGAN2 generator (``mapping``, ``synthesis``, ``mean_latent``);
+    discriminator: the GAN's, for the perceptual term "discriminator". mask: (B, 1, S, S) or
+    (1, 1, S, S) weights in [0, 1] restricting every loss.
     init: "mean" or a latent (B or 1, D) / (B or 1, n_latent, D) to start from (in Z: "mean"
     is, per image, the nearest in pixels of 64 seeded prior samples, and a tensor is a z,
     e.g. an image encoder's mean).
     seed: one seed for every image or one per image; each image draws its latent jitter and
     initial noise maps from its own stream, so batching does not change its result.
-    latent_noise: the starting jitter's scale (None: W_LATENT_NOISE in W, Z_LATENT_NOISE in Z).
     Losses are per image: pixel MSE, perceptual distance, noise regularisation, total.
-    callback(step, per-image PSNR) is called every ``record_every`` steps (0: never), and
-    the same points are kept in ``history``. progress: a tqdm bar over the steps (stderr).
+    callback(step, per-image PSNR) is called every ``options.record_every`` steps, and the
+    same points are kept in ``history``.
     """
+    opt = options or InvertOptions()
+    z_space = bool(opt.z_space)
     device = images.device
     b, _, size, _ = images.shape
-    if z_space and w_plus:
-        raise UserError("an inversion runs in Z or in W+, not both")
     if size != generator.size or images.shape[-1] != size:
         raise UserError(f"images are {tuple(images.shape[-2:])}, the GAN makes {generator.size} px")
     if mask is not None:
@@ -177,7 +202,7 @@ def invert(
 
     try:
         target = images.detach()
-        metric = inversion_perceptual(perceptual, discriminator, vgg_weights, device)
+        metric = inversion_perceptual(opt.perceptual, discriminator, opt.vgg_weights, device)
         target_features = None if metric is None else metric.target_features(target)
 
         with torch.no_grad():
@@ -189,24 +214,25 @@ def invert(
         # W+ is parameterised as a shared W latent plus per-layer offsets that start at zero
         # and move at a fraction of the learning rate: the shared part follows the same path
         # as a W-only inversion, and the offsets only refine it.
+        latent_noise = opt.latent_noise
         if latent_noise is None:
             latent_noise = Z_LATENT_NOISE if z_space else W_LATENT_NOISE
         if z_space:  # N(0, I)'s typical radius replaces W's spread for the latent noise
             w_std = float(generator.style_dim) ** 0.5
             if isinstance(init, str) and init == "mean":
                 init = nearest_prior_sample(generator, target, Z_START_SAMPLES)
-        start = _initial_latent(init, w_mean, b, generator, w_plus)
-        base = (start.mean(1) if w_plus else start).clone().requires_grad_(True)
+        start = _initial_latent(init, w_mean, b, generator, opt.w_plus)
+        base = (start.mean(1) if opt.w_plus else start).clone().requires_grad_(True)
         groups = [{"params": [base], "lr_mult": 1.0}]
         offsets = None
-        if w_plus:
+        if opt.w_plus:
             offsets = (start - start.mean(1, keepdim=True)).clone().requires_grad_(True)
-            groups.append({"params": [offsets], "lr_mult": w_plus_lr_mult})
+            groups.append({"params": [offsets], "lr_mult": opt.w_plus_lr_mult})
         noises = None
-        if optimise_noise:
+        if opt.optimise_noise:
             noises = [randn(n.shape[1:]).requires_grad_(True) for n in generator.stored_noise()]
             groups.append({"params": noises, "lr_mult": 1.0})
-        optimiser = torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999))
+        optimiser = torch.optim.Adam(groups, lr=opt.lr, betas=(0.9, 0.999))
 
         def current_latent() -> torch.Tensor:
             return base if offsets is None else base[:, None, :] + offsets
@@ -217,20 +243,21 @@ def invert(
 
         def all_losses(projected: torch.Tensor, latent: torch.Tensor) -> dict:
             terms = _losses(projected, target, metric, target_features, mask, noises,
-                            pixel_weight, perceptual_weight, noise_weight)
+                            opt.pixel_weight, opt.perceptual_weight, opt.noise_weight)
             if z_space:
                 terms["radius"] = (latent.square().mean(1) - 1).square()
-                terms["total"] = terms["total"] + z_radius_weight * terms["radius"]
+                terms["total"] = terms["total"] + opt.z_radius_weight * terms["radius"]
             return terms
 
         history: list[tuple[int, float]] = []
 
-        for step in tqdm(range(steps), desc="inversion", unit="step", leave=False,
-                         disable=not progress, dynamic_ncols=True):
-            t = step / max(steps, 1)
+        for step in tqdm(range(opt.steps), desc="inversion", unit="step", leave=False,
+                         disable=not opt.progress, dynamic_ncols=True):
+            t = step / max(opt.steps, 1)
+            rate = learning_rate(t, opt.lr, opt.lr_rampup, opt.lr_rampdown)
             for group in optimiser.param_groups:
-                group["lr"] = group["lr_mult"] * learning_rate(t, lr, lr_rampup, lr_rampdown)
-            noise_scale = w_std * latent_noise * max(0.0, 1 - t / latent_noise_ramp) ** 2
+                group["lr"] = group["lr_mult"] * rate
+            noise_scale = w_std * latent_noise * max(0.0, 1 - t / opt.latent_noise_ramp) ** 2
             latent = current_latent()
             jitter = randn(latent.shape[1:]) * noise_scale
             projected = synthesise(latent + jitter)
@@ -243,7 +270,7 @@ def invert(
                     for n in noises:
                         n -= n.mean(dim=(1, 2, 3), keepdim=True)
                         n *= n.pow(2).mean(dim=(1, 2, 3), keepdim=True).rsqrt()
-            if record_every and ((step + 1) % record_every == 0 or step + 1 == steps):
+            if opt.record_every and ((step + 1) % opt.record_every == 0 or step + 1 == opt.steps):
                 with torch.no_grad():
                     current = psnr_db(projected.detach(), target, mask)
                 history.append((step + 1, float(current.mean())))
@@ -260,7 +287,7 @@ def invert(
                 shared = base[:, None, :].expand_as(latent)
                 alt = generator.synthesis(shared, noise=noises or "stored")
                 alt_losses = _losses(alt, target, metric, target_features, mask, noises,
-                                     pixel_weight, perceptual_weight, noise_weight)
+                                     opt.pixel_weight, opt.perceptual_weight, opt.noise_weight)
                 better = alt_losses["total"] < losses["total"]
                 latent = torch.where(better[:, None, None], shared, latent)
                 final = torch.where(better[:, None, None, None], alt, final)
@@ -343,45 +370,46 @@ def prepare_image(image: torch.Tensor, size: int) -> torch.Tensor:
     return image
 
 
-def latent_for_image(gan, image: torch.Tensor, steps: int = 500, seed: int = 0,
-                     mask: torch.Tensor | None = None,
-                     poor_fit_db: float = POOR_FIT_PSNR_DB, **options) -> torch.Tensor:
+def latent_for_image(gan, image: torch.Tensor, options: InvertOptions | None = None,
+                     seed: int = 0, mask: torch.Tensor | None = None,
+                     poor_fit_db: float = POOR_FIT_PSNR_DB) -> torch.Tensor:
     """The W latent (1, style_dim) whose GAN image best matches ``image`` (3, S, S) in [-1, 1]
     (:func:`codes_for_image`'s W)."""
-    return codes_for_image(gan, image, steps, seed, mask, poor_fit_db, **options)[0]
+    return codes_for_image(gan, image, options, seed, mask, poor_fit_db)[0]
 
 
-def codes_for_image(gan, image: torch.Tensor, steps: int = 500, seed: int = 0,
-                    mask: torch.Tensor | None = None, poor_fit_db: float = POOR_FIT_PSNR_DB,
-                    **options) -> tuple[torch.Tensor, torch.Tensor | None]:
+def codes_for_image(gan, image: torch.Tensor, options: InvertOptions | None = None,
+                    seed: int = 0, mask: torch.Tensor | None = None,
+                    poor_fit_db: float = POOR_FIT_PSNR_DB
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(W latent (1, style_dim), its input latent z (1, style_dim) or None) whose GAN image
     best matches ``image`` (3, S, S) in [-1, 1]; z when the inversion ran in Z.
 
     ``gan`` is a loaded StyleGAN2 (``.generator``, ``.discriminator``); the image is resized
     to the GAN's resolution if needed. A GAN with an image encoder (``gan.encoder``) is
-    inverted in Z from the encoder's estimate, under Z's Gaussian prior; others in W from the
-    mean latent. Warns (:class:`PoorFitWarning`) when the projection's PSNR is below
-    ``poor_fit_db``; ``options`` go to :func:`invert`.
+    inverted in Z from the encoder's estimate, under Z's Gaussian prior (unless ``options``
+    say W or W+); others in W from the mean latent. Warns (:class:`PoorFitWarning`) when the
+    projection's PSNR is below ``poor_fit_db``.
     """
+    options = options or InvertOptions()
     generator = gan.generator
     device = next(generator.parameters()).device
     target = prepare_image(image.to(device), generator.size)
-    options.setdefault("discriminator", gan.discriminator)
+    init = "mean"
     encoder = getattr(gan, "encoder", None)
-    if encoder is not None and not options.get("w_plus") and "init" not in options:
-        options.setdefault("z_space", True)
-        if options["z_space"]:
-            with torch.no_grad():
-                options["init"] = encoder(target)[0]
-    result = invert(generator, target, steps=steps, seed=seed, mask=mask, **options)
+    if encoder is not None and not options.w_plus and options.z_space is not False:
+        options = replace(options, z_space=True)
+        with torch.no_grad():
+            init = encoder(target)[0]
+    result = invert(generator, target, options, gan.discriminator, mask, init, seed)
     message = fit_warning(float(result.psnr_db[0]), poor_fit_db)
     if message:
         warnings.warn(message, PoorFitWarning, stacklevel=2)
     return result.latents[:1], None if result.z is None else result.z[:1]
 
 
-def invert_image(path, gan, device=None, steps: int = 500, crop=None, seed: int = 0,
-                 **options) -> torch.Tensor:
+def invert_image(path, gan, options: InvertOptions | None = None, device=None, crop=None,
+                 seed: int = 0, poor_fit_db: float = POOR_FIT_PSNR_DB) -> torch.Tensor:
     """The W latent (1, style_dim) of the image file ``path`` (``reconstruct --invert``).
 
     The photo is preprocessed as ``gan2shape invert`` does (EXIF, RGBA, greyscale, centre
@@ -392,4 +420,4 @@ def invert_image(path, gan, device=None, steps: int = 500, crop=None, seed: int 
     generator = gan.generator
     device = device or next(generator.parameters()).device
     image = load_image(path, generator.size, crop).to(device)
-    return latent_for_image(gan, image, steps=steps, seed=seed, **options)
+    return latent_for_image(gan, image, options, seed, poor_fit_db=poor_fit_db)

@@ -24,7 +24,7 @@ from ..errors import UserError, check_number
 from ..fileio import save_image, save_json, save_torch, writable_dir
 from .checkpoint import load_stylegan2
 from .images import load_image, tensor_to_uint8
-from .invert import POOR_FIT_PSNR_DB, fit_warning, invert
+from .invert import POOR_FIT_PSNR_DB, InvertOptions, fit_warning, invert
 from .latents import save_latent
 
 OUTPUT_SUFFIXES = (".pt", ".png", ".json")
@@ -119,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
     gan = load_stylegan2(checkpoint, device=device)
     generator = gan.generator
 
+    options = InvertOptions(steps=args.steps, lr=args.lr, w_plus=args.w_plus,
+                            optimise_noise=args.noise, perceptual=args.perceptual,
+                            vgg_weights=args.vgg, progress=not args.quiet and group.is_main)
     poor = 0
     bar = tqdm(total=len(todo), unit="img", disable=args.quiet or not group.is_main,
                dynamic_ncols=True)
@@ -126,12 +129,7 @@ def run(args: argparse.Namespace) -> int:
         chunk = todo[start:start + args.batch]
         images = torch.stack([load_image(p, generator.size, crop) for p in chunk]).to(device)
         tic = time.perf_counter()
-        result = invert(
-            generator, images, steps=args.steps, lr=args.lr, w_plus=args.w_plus,
-            optimise_noise=args.noise, perceptual=args.perceptual,
-            discriminator=gan.discriminator, vgg_weights=args.vgg, seed=args.seed,
-            progress=not args.quiet and group.is_main,
-        )
+        result = invert(generator, images, options, gan.discriminator, seed=args.seed)
         seconds = (time.perf_counter() - tic) / len(chunk)
         for k, path in enumerate(chunk):
             psnr = float(result.psnr_db[k])

@@ -194,7 +194,8 @@ def latent_by_inversion(image_path: Path, gan, device: torch.device,
     except ImportError as exc:
         raise UserError("--invert needs GAN inversion (gan2shape.gan.invert), which this "
                         "installation lacks; give latent files instead") from exc
-    return invert.invert_image(image_path, gan, device=device, progress=progress)
+    return invert.invert_image(image_path, gan, invert.InvertOptions(progress=progress),
+                               device=device)
 
 
 # option -> the config key that is its default (the release's YAML files carry these paths)
