@@ -128,22 +128,27 @@ class InvertOptions:
     every so many steps (0: never). progress: a tqdm bar over the steps (stderr).
     """
 
+    # the schedule
     steps: int = 500
     lr: float = 0.1
     lr_rampup: float = 0.05
     lr_rampdown: float = 0.25
+    # the space searched
     w_plus: bool = False
     w_plus_lr_mult: float = 0.1
     z_space: bool | None = None
     z_radius_weight: float = 0.01
+    # noise maps and latent jitter
     optimise_noise: bool = False
     noise_weight: float = 1e5
     latent_noise: float | None = None
     latent_noise_ramp: float = 0.75
+    # the loss
     perceptual: str = "discriminator"
     vgg_weights: object = None
     perceptual_weight: float = 0.1
     pixel_weight: float = 1.0
+    # reporting
     record_every: int = 0
     progress: bool = False
 
