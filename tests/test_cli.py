@@ -19,6 +19,22 @@ def test_every_command_is_listed_in_help(capsys):
         assert name in out
 
 
+def test_command_modules_are_named_after_their_commands():
+    """``NAME`` lives in ``<room>/<NAME>_command.py`` with add_arguments and run, and every
+    ``*_command.py`` of the package is a listed command."""
+    import importlib
+    from pathlib import Path
+
+    package = Path(cli.__file__).parent
+    for name in cli.COMMANDS:
+        module = importlib.import_module(cli.command_module(name))
+        assert Path(module.__file__).name == f"{name.replace('-', '_')}_command.py"
+        assert callable(module.add_arguments) and callable(module.run)
+    found = {str(p.relative_to(package).with_suffix("")).replace("/", ".")
+             for p in package.rglob("*_command.py")}
+    assert found == {cli.command_module(n).removeprefix("gan2shape.") for n in cli.COMMANDS}
+
+
 def test_cast_floating_casts_only_big_enough_floating_tensors():
     value = {"w": torch.ones(2, 3), "scalar": torch.tensor(0.5), "step": torch.tensor(7),
              "nested": [torch.zeros(4, dtype=torch.float64)], "name": "g"}

@@ -109,7 +109,7 @@ def test_torchrun_processes_split_the_images(files, tmp_path, monkeypatch, capsy
 
 
 def test_release_layout_resolves_latents_and_depths(files, tmp_path):
-    from gan2shape.recon.command import make_jobs
+    from gan2shape.recon.reconstruct_command import make_jobs
 
     root = files["root"]
     (root / "list.txt").write_text("img1.png 0\nimg0.png\n")
@@ -205,7 +205,7 @@ def test_invert_hook_takes_a_photo_without_latent(files, tmp_path, monkeypatch):
     comes from gan.invert.invert_image (replaced here by a fixed latent)."""
     from gan2shape.config import load_config
     from gan2shape.gan import invert, load_stylegan2
-    from gan2shape.recon.command import Job, load_inputs
+    from gan2shape.recon.reconstruct_command import Job, load_inputs
 
     photo = tmp_path / "photo.png"
     Image.new("RGBA", (50, 40), (255, 0, 0, 255)).save(photo)
@@ -238,7 +238,7 @@ def test_a_release_yaml_names_the_gan_and_the_list_it_runs(files, tmp_path, caps
 
 def test_command_options_win_over_the_configs_paths(files, tmp_path):
     from gan2shape.config import load_config
-    from gan2shape.recon.command import apply_config_paths
+    from gan2shape.recon.reconstruct_command import apply_config_paths
 
     config = tmp_path / "c.yml"
     config.write_text(f"gan_ckpt: {tmp_path / 'other.pt'}\nimg_list_path: list.txt\n"

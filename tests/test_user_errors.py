@@ -16,7 +16,7 @@ from gan2shape import cli, embedded
 from gan2shape.gan import Generator, save_latent
 from gan2shape.gan.images import load_image
 from gan2shape.gan.train import Trainer
-from gan2shape.recon import command
+from gan2shape.recon import reconstruct_command as command
 from tiny_cli_inputs import FAST, STYLE_DIM, save_tiny_gan
 
 UNWRITABLE = "/proc/gan2shape-cannot-write-here"  # refused even to root

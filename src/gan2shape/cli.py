@@ -1,6 +1,7 @@
 """The ``gan2shape`` command: a thin dispatcher over subcommand modules.
 
-Each subcommand lives in the module of the room it belongs to and exposes
+Each subcommand ``NAME`` lives in ``<room>/<NAME>_command.py`` (dashes as underscores), in
+the room it belongs to (``demo``, which spans them, at the top), and exposes
 ``add_arguments(parser)`` and ``run(args) -> int | None``; modules are imported only when
 their command runs, so ``gan2shape --help`` stays fast.
 """
@@ -11,17 +12,24 @@ import argparse
 import importlib
 import sys
 
-# name -> (module, one-line help)
+# name -> (room, one-line help); the module is ``gan2shape.<room>.<name>_command``
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("gan2shape.demo", "embedded model, full pipeline, outputs and metrics"),
-    "reconstruct": ("gan2shape.recon.command", "recover 3D shape from images and latents"),
-    "sample": ("gan2shape.gan.sample", "sample images and their latents from a StyleGAN2"),
-    "invert": ("gan2shape.gan.invert_command", "project real photos into a StyleGAN2's W space"),
-    "evaluate": ("gan2shape.eval.command", "SIDE / MAD of results against ground-truth depth"),
-    "pretrain": ("gan2shape.recon.pretrain_command", "joint pre-training over many images"),
-    "train-gan": ("gan2shape.gan.train", "train a small StyleGAN2 on a folder of images"),
-    "make-data": ("gan2shape.data.command", "procedural images with ground-truth depth"),
+    "demo": ("", "embedded model, full pipeline, outputs and metrics"),
+    "reconstruct": ("recon", "recover 3D shape from images and latents"),
+    "sample": ("gan", "sample images and their latents from a StyleGAN2"),
+    "invert": ("gan", "project real photos into a StyleGAN2's W space"),
+    "evaluate": ("eval", "SIDE / MAD of results against ground-truth depth"),
+    "pretrain": ("recon", "joint pre-training over many images"),
+    "train-gan": ("gan", "train a small StyleGAN2 on a folder of images"),
+    "make-data": ("data", "procedural images with ground-truth depth"),
 }
+
+
+def command_module(name: str) -> str:
+    """The module of the command ``name``."""
+    room = COMMANDS[name][0]
+    return ".".join(part for part in ("gan2shape", room, f"{name.replace('-', '_')}_command")
+                    if part)
 
 
 def _version() -> str:
@@ -42,10 +50,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # Import only the chosen command's module; list the rest by name.
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    for name, (module, help_text) in COMMANDS.items():
+    for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
-            importlib.import_module(module).add_arguments(p)
+            importlib.import_module(command_module(name)).add_arguments(p)
     return parser
 
 
@@ -56,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     keep_freed_memory()  # every command frees and reallocates large tensors per iteration
-    module = importlib.import_module(COMMANDS[args.command][0])
+    module = importlib.import_module(command_module(args.command))
     try:
         status = module.run(args)
     except UserError as exc:

@@ -19,7 +19,7 @@ from ..config import save_config
 from ..distributed import from_environment, joined
 from ..errors import UserError
 from ..fileio import save_torch, writable_dir
-from .command import add_input_arguments, load_inputs, prepare
+from .reconstruct_command import add_input_arguments, load_inputs, prepare
 from .stage_checkpoint import FILE_NAME as STAGE_CHECKPOINT
 
 WEIGHTS_NAME = "gan2shape_pretrain.pth"
