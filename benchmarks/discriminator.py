@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from gan2shape import embedded, heldout
+from gan2shape import embedded
 from gan2shape.config import load_config
 from gan2shape.errors import UserError, run_script
+from gan2shape.eval import heldout
 from gan2shape.gan import load_stylegan2
 from gan2shape.recon import Reconstructor, factors
 from gan2shape.recon.priors import ellipsoid_prior, sample_random_light

@@ -55,10 +55,11 @@ import warnings
 import torch
 from tqdm import tqdm
 
-from gan2shape import embedded, heldout
+from gan2shape import embedded
 from gan2shape.config import load_config
 from gan2shape.data import fit, scenes
 from gan2shape.errors import UserError, run_script
+from gan2shape.eval import heldout
 from gan2shape.fileio import save_torch
 from gan2shape.gan import load_stylegan2
 from gan2shape.gan.invert import InvertOptions, PoorFitWarning, codes_for_image, invert

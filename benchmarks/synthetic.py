@@ -9,7 +9,7 @@ was trained on ``TRAIN_SEED``), SIDE (x1e-2) and MAD (deg) with the release's de
 as mean and sample standard deviation over the faces, for:
 
 - constant depth, the average ground-truth depth of 20 other test faces and the ellipsoid
-  prior alone (placed on the image's object mask): ``gan2shape.heldout``;
+  prior alone (placed on the image's object mask): ``gan2shape.eval.heldout``;
 - no GAN: the same networks from the same prior, trained on the input image alone
   (``use_gan_samples=false``: Steps 1 and 3 with their iteration counts, no Step 2);
 - GAN2Shape: the test image projected into the GAN (``latent_for_image``), then the full
@@ -46,9 +46,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from gan2shape import embedded, heldout
+from gan2shape import embedded
 from gan2shape.config import load_config, save_config
 from gan2shape.errors import UserError, run_script
+from gan2shape.eval import heldout
 from gan2shape.fileio import atomic_path, load_torch, save_json, save_text
 from gan2shape.recon import Reconstructor, SequenceSpec
 

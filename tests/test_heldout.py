@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from gan2shape import embedded, heldout
+from gan2shape import embedded
 from gan2shape.config import load_config
 from gan2shape.data.scenes import render_scenes
-from gan2shape.eval import evaluation_mask
+from gan2shape.eval import evaluation_mask, heldout
 from gan2shape.eval.metrics import erode
 
 

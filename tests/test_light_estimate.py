@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from gan2shape import heldout
 from gan2shape.config import load_config
+from gan2shape.eval import heldout
 from gan2shape.recon.factors import light_direction
 from gan2shape.recon.light_estimate import direction_scores, estimate_light, skin_pixels
 from gan2shape.recon.priors import ellipsoid_prior

@@ -64,8 +64,9 @@ def test_no_gan_alone_is_refused():
 
 
 def test_true_light_lights_the_input_with_the_scene_light(bench):
-    from gan2shape import embedded, heldout
+    from gan2shape import embedded
     from gan2shape.config import load_config
+    from gan2shape.eval import heldout
     from gan2shape.gan import load_stylegan2
     from gan2shape.recon import Reconstructor
 

@@ -11,8 +11,9 @@ import textwrap
 import pytest
 import torch
 
-from gan2shape import embedded, heldout, perceptual
+from gan2shape import embedded, perceptual
 from gan2shape.config import load_config
+from gan2shape.eval import heldout
 from gan2shape.gan import Discriminator, Generator, StyleGAN2
 from gan2shape.recon import Reconstructor, SequenceSpec, steps
 

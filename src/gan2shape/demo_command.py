@@ -43,9 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .devices import resolve_device
     from .errors import UserError
+    from .eval.heldout import average_depth_pool, baseline_scores, heldout_scenes
     from .gan import load_stylegan2
     from .gan.invert import InvertOptions, PoorFitWarning, codes_for_image
-    from .heldout import average_depth_pool, baseline_scores, heldout_scenes
     from .recon import Reconstructor
 
     if args.index < 0 or args.baseline_images < 1 or args.invert_steps < 0:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from . import embedded
-from .eval.scoring import average_depth_baseline, constant_depth_baseline, score_depth
+from .. import embedded
+from .scoring import average_depth_baseline, constant_depth_baseline, score_depth
 
 BASELINES = ("constant depth", "average ground-truth depth", "ellipsoid prior")
 
@@ -27,7 +27,7 @@ def heldout_scenes(indices: list[int], family: str = embedded.FAMILY,
     'validation', seed ``embedded.VALIDATION_SEED``); see ``data.scenes.render_batch`` for
     the tensors: image (B, 3, S, S) in [-1, 1], depth (B, S, S) metric ground truth in the
     view, ..."""
-    from .data.scenes import render_scenes
+    from ..data.scenes import render_scenes
 
     if split not in SPLIT_SEEDS:
         raise ValueError(f"unknown split {split!r} (choose from {', '.join(SPLIT_SEEDS)})")
@@ -62,7 +62,7 @@ def baseline_scores(gt: torch.Tensor, mask: torch.Tensor, cfg, pool: torch.Tenso
     """Scores of :data:`BASELINES` for test face ``index`` with ground truth gt (S, S);
     mask (S, S): the image's object mask (where the ellipsoid prior is placed); cfg: the
     ``ReconConfig`` (prior depths, category, fov); pool: :func:`average_depth_pool`."""
-    from .recon.priors import ellipsoid_prior
+    from ..recon.priors import ellipsoid_prior
 
     predictions = {
         "constant depth": constant_depth_baseline(gt),
@@ -81,8 +81,8 @@ def input_light(scene: dict[str, torch.Tensor]):
     rotation R, so in the view's frame the light's direction is R l (normals turn with the
     head); l itself is off by up to the view's 30 deg of yaw.
     """
-    from .recon.factors import Light, light_from_raw
-    from .render.camera import view_to_transform
+    from ..recon.factors import Light, light_from_raw
+    from ..render.camera import view_to_transform
 
     light = light_from_raw(scene["light_raw"][:1])
     rotation, _ = view_to_transform(scene["view"][:1])
@@ -99,9 +99,9 @@ def truth_projector(scene: dict[str, torch.Tensor], cfg):
     canonical frame when its input view stays at the identity (the demo preset's lr_view
     keeps it there). cfg: the ``ReconConfig`` (fov, rot_center_depth, conventions).
     """
-    from .data.scenes import FOV_DEG, ROT_CENTER_DEPTH
-    from .recon.factors import canonical_image, shade
-    from .render import normals_from_depth, reproject
+    from ..data.scenes import FOV_DEG, ROT_CENTER_DEPTH
+    from ..recon.factors import canonical_image, shade
+    from ..render import normals_from_depth, reproject
 
     depth = scene["depth"][:1]
     albedo = reproject(scene["canon_depth"][:1], scene["canon_albedo"][:1] * 2 - 1,
