@@ -1,7 +1,7 @@
 """Does the GAN's projection of pseudo samples carry shape information? Measured on the
 embedded model's held-out test faces, where the truth is known.
 
-    python benchmarks/projection.py [--images 8] [--first 0] [--gan CKPT] [--preset demo]
+    python benchmarks/projection.py [--images 8] [--first 0] [--gan CKPT] [--preset PRESET]
         [--set KEY=VALUE ...] [--samples 16] [--invert-steps 300] [--fit-steps 200]
         [--true-light] [--family-fit] [--no-gan] [--family-steps 400] [--restarts 8]
         [--family v1] [--split test] [--threads 1]
@@ -60,7 +60,6 @@ from gan2shape.config import load_config
 from gan2shape.data import fit, scenes
 from gan2shape.errors import UserError, run_script
 from gan2shape.eval import heldout
-from gan2shape.fileio import save_torch
 from gan2shape.gan import load_stylegan2
 from gan2shape.gan.invert import InvertOptions, PoorFitWarning, codes_for_image, invert
 from gan2shape.recon import Reconstructor, SequenceSpec, steps
@@ -78,7 +77,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--images", type=int, default=8, help="how many held-out test faces")
     p.add_argument("--first", type=int, default=0, help="the first of them (faces FIRST..)")
     p.add_argument("--gan", default=None, help="StyleGAN2 checkpoint (default: the embedded)")
-    p.add_argument("--preset", default="demo")
+    p.add_argument("--preset", default=None,
+                   help="reconstruction preset (default: the family's, "
+                        f"{heldout.FAMILY_PRESETS})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--samples", type=int, default=16, help="pseudo samples per face")
     p.add_argument("--invert-steps", type=int, default=300)
@@ -192,19 +193,6 @@ def family_errors(scene: dict, pseudo: torch.Tensor, truth: torch.Tensor, head: 
             "family floor": masked_error(family_fit(truth), truth, head)}
 
 
-def family_priors(family: str, folder: str) -> list[str]:
-    """Config overrides for the family's exact view and light priors: the embedded model's
-    files for its own family, else the family's moments written under ``folder``."""
-    if family == embedded.FAMILY:
-        view, light = (embedded.asset_path(embedded.VIEW_PRIOR_FILE),
-                       embedded.asset_path(embedded.LIGHT_PRIOR_FILE))
-    else:
-        view, light = f"{folder}/view_prior.pt", f"{folder}/light_prior.pt"
-        save_torch(scenes.view_prior(family=family), view)
-        save_torch(scenes.light_prior(family), light)
-    return [f"view_mvn_path={view}", f"light_mvn_path={light}"]
-
-
 def main() -> int:
     args = parse_args()
     if min(args.images, args.samples, args.threads, args.restarts) < 1 or min(
@@ -220,8 +208,9 @@ def main() -> int:
     gan_path = args.gan or embedded.asset_path(embedded.GAN_FILE)
     gan = load_stylegan2(gan_path, device="cpu")
     priors_dir = tempfile.TemporaryDirectory()
-    cfg = load_config(args.preset, overrides=[*family_priors(args.family, priors_dir.name),
-                                              *args.overrides, "pseudo_views=false"])
+    args.preset = args.preset or heldout.FAMILY_PRESETS[args.family]
+    priors = heldout.family_prior_overrides(args.family, priors_dir.name)
+    cfg = load_config(args.preset, overrides=[*priors, *args.overrides, "pseudo_views=false"])
     keys = ("pseudo",) + (() if args.no_gan else ("projected", "optimised", "best fit")) \
         + (("family fit", "family floor") if args.family_fit else ())
     ratios = (() if args.no_gan else ("ratio",)) + (("family ratio",) if args.family_fit else ())

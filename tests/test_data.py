@@ -253,16 +253,17 @@ def test_v2_lights_stay_in_their_ranges_and_priors_are_their_moments():
     n = 4000
     u = _batch(n, seed=3)
     ambient, diffuse, _ = scenes.light_from_raw(scenes.lights_raw(u, "v2"))
-    assert ambient.min() >= 0.1 and ambient.max() <= 0.3 and ambient.max() > 0.29
-    assert diffuse.min() >= 0.6 and diffuse.max() <= 0.9 and diffuse.min() < 0.61
+    assert ambient.min() >= 0.14 and ambient.max() <= 0.16 and ambient.max() > 0.159
+    assert diffuse.min() >= 0.84 and diffuse.max() <= 0.86 and diffuse.min() < 0.841
     raw, prior = scenes.lights_raw(u, "v2"), scenes.light_prior("v2")
     std = raw.std(0)
     assert ((raw.mean(0) - prior["mean"]).abs() <= 4 * std / math.sqrt(n)).all()
     tol = 4 * torch.outer(std, std) / math.sqrt(n) + 2e-6
     assert ((torch.cov(raw.T) - prior["cov"].double()).abs() <= tol).all()
-    # Hand-computed: ambient 0.1..0.3 is l0 in [-0.8, -0.4], mean -0.6, variance 0.4^2 / 12.
-    assert prior["mean"][0].item() == pytest.approx(-0.6)
-    assert prior["cov"][0, 0].item() == pytest.approx(0.4**2 / 12)
+    # Hand-computed: ambient 0.14..0.16 is l0 in [-0.72, -0.68], mean -0.7, variance
+    # 0.04^2 / 12.
+    assert prior["mean"][0].item() == pytest.approx(-0.7)
+    assert prior["cov"][0, 0].item() == pytest.approx(0.04**2 / 12)
     assert torch.equal(scenes.view_prior(family="v2")["cov"], scenes.view_prior()["cov"])
 
 

@@ -192,3 +192,16 @@ def test_check_gan_fills_in_or_refuses():
     open_ = load_config("tiny")
     open_.check_gan(32, None)
     assert (open_.gan_size, open_.channel_multiplier) == (32, None)
+
+
+def test_demo_v2_is_the_demo_with_v2s_light_settings():
+    from gan2shape.config import preset_for_gan
+    from gan2shape.data import scenes
+
+    demo, v2 = load_config("demo").to_dict(), load_config("demo_v2").to_dict()
+    changed = {k for k in demo if demo[k] != v2[k]}
+    assert changed == {"gan_size", "input_light", "rand_light"}
+    # Pseudo samples relit inside v2's own light directions, with no strength jitter.
+    box = scenes.light_raw_ranges("v2")
+    assert v2["rand_light"] == [*box["lx"], *box["ly"], 0.0, 0.0, 0.0]
+    assert preset_for_gan(64) == "demo"

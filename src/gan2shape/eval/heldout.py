@@ -9,15 +9,34 @@ Shared by ``gan2shape demo`` and ``benchmarks/synthetic.py``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from .. import embedded
+from ..data import scenes
+from ..fileio import save_torch
 from .scoring import average_depth_baseline, constant_depth_baseline, score_depth
 
 BASELINES = ("constant depth", "average ground-truth depth", "ellipsoid prior")
 
 
 SPLIT_SEEDS = {"test": embedded.TEST_SEED, "validation": embedded.VALIDATION_SEED}
+# The reconstruction preset made for a GAN trained on each version of the family.
+FAMILY_PRESETS = {"v1": "demo", "v2": "demo_v2"}
+
+
+def family_prior_overrides(family: str, folder: str | Path) -> list[str]:
+    """Config overrides for the family's exact view and light priors: the embedded model's
+    files for its own family, else the family's moments, written under ``folder``."""
+    if family == embedded.FAMILY:
+        view, light = (embedded.asset_path(embedded.VIEW_PRIOR_FILE),
+                       embedded.asset_path(embedded.LIGHT_PRIOR_FILE))
+    else:
+        view, light = Path(folder) / "view_prior.pt", Path(folder) / "light_prior.pt"
+        save_torch(scenes.view_prior(family=family), view)
+        save_torch(scenes.light_prior(family), light)
+    return [f"view_mvn_path={view}", f"light_mvn_path={light}"]
 
 
 def heldout_scenes(indices: list[int], family: str = embedded.FAMILY,
@@ -27,11 +46,9 @@ def heldout_scenes(indices: list[int], family: str = embedded.FAMILY,
     'validation', seed ``embedded.VALIDATION_SEED``); see ``data.scenes.render_batch`` for
     the tensors: image (B, 3, S, S) in [-1, 1], depth (B, S, S) metric ground truth in the
     view, ..."""
-    from ..data.scenes import render_scenes
-
     if split not in SPLIT_SEEDS:
         raise ValueError(f"unknown split {split!r} (choose from {', '.join(SPLIT_SEEDS)})")
-    return render_scenes(SPLIT_SEEDS[split], indices, embedded.IMAGE_SIZE, family=family)
+    return scenes.render_scenes(SPLIT_SEEDS[split], indices, embedded.IMAGE_SIZE, family=family)
 
 
 def average_depth_pool(n_images: int, family: str = embedded.FAMILY,
