@@ -1,8 +1,8 @@
 """The paper's Table 1 on the embedded model: depth from held-out procedural faces.
 
-    python benchmarks/synthetic.py [--images 20] [--first 0] [--preset demo] [--set KEY=VALUE ...]
+    python benchmarks/synthetic.py [--images 20] [--first 0] [--preset PRESET] [--set KEY=VALUE ...]
         [--out runs/synthetic] [--device auto] [--invert-steps 300] [--threads 1] [--oracle]
-        [--report]
+        [--family v1] [--baselines-only] [--report]
 
 For each of the first N held-out test faces (family ``embedded.TEST_SEED``; the embedded GAN
 was trained on ``TRAIN_SEED``), SIDE (x1e-2) and MAD (deg) with the release's definitions,
@@ -27,7 +27,12 @@ Results are cached per face in ``OUT/images/testNNNN.json`` (atomically, after e
 so a rerun with the same settings skips what is done; a change of settings (preset,
 overrides, inversion steps, GAN weights) recomputes. The GAN is the embedded model as first
 snapshotted into ``OUT/`` (the packaged asset may be replaced while it trains), or ``--gan``.
-``--report`` only prints the table of the finished faces. The table goes to ``OUT/table.md``,
+``--family v2`` scores the test faces of another version of the procedural family, with its
+exact view and light priors (written into ``OUT/``) and its preset
+(``heldout.FAMILY_PRESETS``); the learned methods then need ``--gan``, a GAN trained on that
+family. ``--baselines-only`` scores the three baselines alone (any family, no GAN needed:
+the embedded model only provides the mask estimate's setting). ``--report`` only prints the
+table of the finished faces. The table goes to ``OUT/table.md``,
 the effective configuration of GAN2Shape to ``OUT/config.yaml``.
 """
 
@@ -48,6 +53,7 @@ from tqdm import tqdm
 
 from gan2shape import embedded
 from gan2shape.config import load_config, save_config
+from gan2shape.data import scenes
 from gan2shape.errors import UserError, run_script
 from gan2shape.eval import heldout
 from gan2shape.fileio import atomic_path, load_torch, save_json, save_text
@@ -69,7 +75,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--first", type=int, default=0,
                    help="start at this face (processes given disjoint ranges can share --out; "
                         "then --report --images N tabulates faces 0..N-1)")
-    p.add_argument("--preset", default="demo", help="reconstruction preset (default demo)")
+    p.add_argument("--preset", default=None,
+                   help=f"reconstruction preset (default: the family's, {heldout.FAMILY_PRESETS})")
+    p.add_argument("--family", default=embedded.FAMILY, choices=scenes.FAMILIES,
+                   help=f"version of the procedural family (default {embedded.FAMILY}, the "
+                        "embedded GAN's)")
+    p.add_argument("--baselines-only", action="store_true",
+                   help="only the baselines (constant, average depth, ellipsoid prior)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config setting, for both learned methods (repeatable)")
     p.add_argument("--out", type=Path, default=Path("runs/synthetic"))
@@ -131,9 +143,12 @@ class Bench:
         self.device = resolve_device(args.device)
         files = {} if args.gan else snapshot(args.out)
         gan_path = args.gan or files["gan"]
-        priors = [f"view_mvn_path={files['view']}", f"light_mvn_path={files['light']}"] \
-            if files else [f"view_mvn_path={embedded.asset_path(embedded.VIEW_PRIOR_FILE)}",
-                           f"light_mvn_path={embedded.asset_path(embedded.LIGHT_PRIOR_FILE)}"]
+        if files and args.family == embedded.FAMILY:  # the embedded model's, as snapshotted
+            priors = [f"view_mvn_path={files['view']}", f"light_mvn_path={files['light']}"]
+        else:
+            priors = heldout.family_prior_overrides(args.family, args.out)
+        self.family = args.family
+        self.methods = heldout.BASELINES if args.baselines_only else METHODS
         self.cfg = load_config(args.preset, overrides=[*priors, *args.overrides])
         self.cfg_no_gan = load_config(args.preset, overrides=[*priors, *args.overrides,
                                                               "use_gan_samples=false"])
@@ -142,6 +157,7 @@ class Bench:
         self.gan = load_stylegan2(checkpoint, device=str(self.device))
         self.invert_steps = args.invert_steps
         self.settings = {"preset": args.preset, "overrides": args.overrides,
+                         "family": args.family,
                          "config": config_digest(self.cfg),
                          "config_no_gan": config_digest(self.cfg_no_gan),
                          "gan": sha256(Path(gan_path)), "invert_steps": args.invert_steps,
@@ -153,7 +169,7 @@ class Bench:
                                   sequences=NO_SEQUENCES)
         self.no_gan = Reconstructor(self.gan, self.cfg_no_gan, device=self.device,
                                     progress=False, sequences=NO_SEQUENCES)
-        self.pool = heldout.average_depth_pool(BASELINE_IMAGES)
+        self.pool = heldout.average_depth_pool(BASELINE_IMAGES, args.family)
         self.oracle = args.oracle
 
     def run_face(self, index: int, path: Path, bar: tqdm) -> dict:
@@ -168,7 +184,7 @@ class Bench:
 
         record = load_record(path, self.settings)
         scores, seconds = record["scores"], record["seconds"]
-        scene = heldout.heldout_scenes([index])
+        scene = heldout.heldout_scenes([index], self.family)
         image, gt = scene["image"][0], scene["depth"][0]
         style_dim = self.gan.generator.style_dim
         if not all(name in scores for name in heldout.BASELINES):
@@ -177,6 +193,8 @@ class Bench:
             scores.update(heldout.baseline_scores(gt, target.mask[0, 0].cpu(), self.cfg,
                                                   self.pool, index))
             save_json(record, path)
+        if self.methods == heldout.BASELINES:
+            return record
         if "no GAN" not in scores:
             bar.set_postfix_str(f"test{index:04d} no GAN")
             start = time.perf_counter()
@@ -231,37 +249,42 @@ def mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
 
 
 def table(records: dict[int, dict], settings: dict, device: str,
-          gan_iteration: int | None = None) -> str:
-    """Markdown table over the faces whose every method is done; gan_iteration: the GAN
-    trainer's iteration stored in its checkpoint, when known."""
-    done = {i: r for i, r in sorted(records.items()) if all(m in r["scores"] for m in METHODS)}
+          gan_iteration: int | None = None, methods: tuple[str, ...] = METHODS) -> str:
+    """Markdown table over the faces whose every method of ``methods`` is done;
+    gan_iteration: the GAN trainer's iteration stored in its checkpoint, when known."""
+    done = {i: r for i, r in sorted(records.items()) if all(m in r["scores"] for m in methods)}
     if not done:
         return "No test face is finished yet.\n"
     n = len(done)
     rows = ["| depth from | SIDE (x1e-2) | MAD (deg) | wall time / image (s) |",
             "|---|---|---|---|"]
     oracles = [m for m in ORACLES if all(m in r["scores"] for r in done.values())]
-    for m in (*METHODS, *oracles):
+    for m in (*methods, *oracles):
         side = [r["scores"][m]["SIDE"] for r in done.values()]
         mad = [r["scores"][m]["MAD_deg"] for r in done.values()]
         wall = mean_std([r["seconds"][m] for r in done.values()], digits=0) \
             if m in (*LEARNED, *ORACLES) else "-"
         rows.append(f"| {m} | {mean_std(side, 100, 3)} | {mean_std(mad)} | {wall} |")
+    indices = list(done)
+    faces = f"faces {indices[0]}..{indices[-1]}" if indices == list(
+        range(indices[0], indices[-1] + 1)) else f"faces {indices}"
+    head = (
+        f"N = {n} held-out test {faces} (procedural family {settings.get('family', 'v1')}, "
+        f"seed {embedded.TEST_SEED}), {embedded.IMAGE_SIZE} px, preset {settings['preset']}"
+        + (f" with {' '.join(settings['overrides'])}" if settings["overrides"] else ""))
+    if "GAN2Shape" not in methods:
+        return "\n".join([f"{head}. Mean ± sample standard deviation over the faces.", "",
+                          *rows]) + "\n"
     inversion = [r["seconds"]["inversion"] for r in done.values()]
     psnr = [r["inversion_psnr_db"] for r in done.values()]
+
     def beats(ours: float, theirs: float) -> bool:  # a failure (NaN) loses
         return math.isfinite(ours) and (not math.isfinite(theirs) or ours < theirs)
 
     better = {k: sum(beats(r["scores"]["GAN2Shape"][k], r["scores"]["no GAN"][k])
                      for r in done.values()) for k in ("SIDE", "MAD_deg")}
-    indices = list(done)
-    faces = f"faces {indices[0]}..{indices[-1]}" if indices == list(
-        range(indices[0], indices[-1] + 1)) else f"faces {indices}"
     lines = [
-        f"N = {n} held-out test {faces} (procedural family seed {embedded.TEST_SEED}), "
-        f"{embedded.IMAGE_SIZE} px, preset {settings['preset']}"
-        + (f" with {' '.join(settings['overrides'])}" if settings["overrides"] else "")
-        + f", GAN sha256 {settings['gan']}"
+        head + f", GAN sha256 {settings['gan']}"
         + (f" (training iteration {gan_iteration})" if gan_iteration is not None else "")
         + f", {settings['invert_steps']} inversion steps, "
         f"device {device}. Mean ± sample standard deviation over the faces.",
@@ -279,6 +302,10 @@ def main() -> int:
     args = parse_args()
     if args.images < 1 or args.invert_steps < 0 or args.threads < 1 or args.first < 0:
         raise UserError("--images and --threads must be >= 1, --invert-steps and --first >= 0")
+    if args.family != embedded.FAMILY and args.gan is None and not args.baselines_only:
+        raise UserError(f"the embedded GAN was trained on family {embedded.FAMILY}; give "
+                        f"--gan with a GAN trained on {args.family}, or --baselines-only")
+    args.preset = args.preset or heldout.FAMILY_PRESETS[args.family]
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     faces = args.out / "images"
@@ -294,7 +321,8 @@ def main() -> int:
         else:
             record = bench.run_face(index, path, bar)
         records[index] = record
-    text = table(records, bench.settings, str(bench.device), bench.gan_iteration)
+    text = table(records, bench.settings, str(bench.device), bench.gan_iteration,
+                 bench.methods)
     save_text(text, args.out / "table.md")
     print(text)
     return 0

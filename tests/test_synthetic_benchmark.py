@@ -87,3 +87,30 @@ def test_oracle_rows_appear_when_every_face_has_them(bench):
     text = bench.table(records, settings, "cpu")
     assert "| perfect GAN | 0.600 ± 0.283 | 8.00 ± 0.00 | 3 ± 0 |" in text
     assert with_light not in text  # face 1 has not run it yet
+
+
+def test_baselines_only_scores_the_family_asked_for(tmp_path):
+    """--baselines-only: only the three baselines; --family v1 scores exactly what the
+    default run scores, v2 other faces with v2's preset."""
+    from gan2shape.eval import heldout
+
+    def run(name: str, *args: str) -> tuple[str, list[dict]]:
+        out = tmp_path / name
+        subprocess.run([sys.executable, str(SCRIPT), "--baselines-only", "--images", "2",
+                        "--out", str(out), *args], check=True, capture_output=True)
+        return ((out / "table.md").read_text(),
+                [json.loads((out / "images" / f"test{i:04d}.json").read_text())["scores"]
+                 for i in range(2)])
+
+    default, v1, v2 = run("default"), run("v1", "--family", "v1"), run("v2", "--family", "v2")
+    assert all(set(scores) == set(heldout.BASELINES) for scores in v2[1])
+    assert v1[1] == default[1] and v2[1] != v1[1]
+    assert "family v2" in v2[0] and "preset demo_v2" in v2[0] and "| no GAN" not in v2[0]
+    assert "family v1" in v1[0] and "preset demo." in v1[0]
+
+
+def test_another_family_needs_its_own_gan(tmp_path):
+    result = subprocess.run([sys.executable, str(SCRIPT), "--family", "v2", "--images", "1",
+                             "--out", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "give --gan with a GAN trained on v2, or --baselines-only" in result.stderr
