@@ -16,11 +16,12 @@ process CPU time (user + sys of all threads) are both given: on a shared machine
 time is the steadier of the two.
 
 ``--baseline`` runs each preset in fresh processes, alternately without the speed-ups
-(``before``: the allocator left as it is, ``reuse_target_features=false``) and with them
-(``after``: :func:`gan2shape.memory.keep_freed_memory` and the default config, plus any
-``--set`` overrides), ``--repeat`` times each, and prints the medians side by side with
-their ratios. ``--set`` overrides apply to the ``after`` side only (to time a further
-option, such as ``gan_precision=bfloat16``, against the release's path).
+(``before``: the allocator left as it is, ``reuse_target_features=false``,
+``gan_autocast=none``) and with them (``after``: :func:`gan2shape.memory.keep_freed_memory`,
+the default config with the opt-in ``gan_autocast=bf16``, then any ``--set`` overrides),
+``--repeat`` times each, and prints the medians side by side with their ratios. ``--set``
+overrides apply to the ``after`` side only (``--set gan_autocast=none``: the default
+config's levers alone).
 """
 
 from __future__ import annotations
@@ -43,10 +44,12 @@ from gan2shape.config import load_config
 from gan2shape.errors import run_script
 from gan2shape.gan import Discriminator, Generator, StyleGAN2, load_stylegan2
 from gan2shape.memory import keep_freed_memory
+from gan2shape.perceptual import discriminator_features
 from gan2shape.recon import Reconstructor, steps
 from gan2shape.recon.reconstructor import stage_plan
 
-BEFORE_OVERRIDES = ["reuse_target_features=false"]
+BEFORE_OVERRIDES = ["reuse_target_features=false", "gan_autocast=none"]
+AFTER_OVERRIDES = ["gan_autocast=bf16"]  # opt-in: it moves the results beyond rounding
 
 
 def timer(device: torch.device, iters: int) -> Callable[[Callable[[], object]], float]:
@@ -152,7 +155,8 @@ def breakdown(rec: Reconstructor, target, measure) -> dict[str, dict[str, float]
 
     def disc(n, grad):
         x = torch.rand(n, 3, s, s, device=rec.device).requires_grad_(grad)
-        return fwd_bwd(lambda: sum(f.float().mean() for f in d.features(x, 4)))
+        features = discriminator_features(d, 4, ctx.gan_bf16)
+        return fwd_bwd(lambda: sum(f.mean() for f in features(x)))
 
     def gan(n):
         w = target.latent.expand(n, -1).clone().requires_grad_(True)
@@ -209,7 +213,8 @@ def time_preset(preset: str, args, overrides: list[str]) -> dict:
         image = gan.generator.synthesis(latent)[0].clamp(-1, 1)
     target = rec.target(image, latent.detach())
     header = (f"{preset}: image {cfg.image_size}px, GAN {gan.size}px (channel multiplier "
-              f"{cfg.channel_multiplier}), batch {cfg.batchsize}, perceptual {cfg.perceptual}; "
+              f"{cfg.channel_multiplier}, {'bfloat16' if rec.ctx.gan_bf16 else 'float32'}), "
+              f"batch {cfg.batchsize}, perceptual {cfg.perceptual}; "
               f"schedule: {len(stage_plan(cfg))} stages, prior {cfg.prior_iters}, collect "
               f"{cfg.collect_iters}")
     t = step_timings(rec, target, measure)
@@ -311,7 +316,8 @@ def main() -> int:
     if args.child is not None:  # one side of --baseline, in its own process
         before = args.child == "before"
         applied = False if before else keep_freed_memory()
-        res = time_preset(args.presets[0], args, BEFORE_OVERRIDES if before else args.overrides)
+        res = time_preset(args.presets[0], args,
+                          BEFORE_OVERRIDES if before else AFTER_OVERRIDES + args.overrides)
         res["allocator"] = applied
         Path(args.json).write_text(json.dumps(res))
         return 0

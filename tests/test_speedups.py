@@ -1,7 +1,9 @@
 """The speed-ups of issue 20 compute what the release's path computes: reused target features
 equal recomputed ones, the frozen GAN never gets weight gradients, the steps' losses and
-gradients are the same with and without reuse, the demo's results on held-out faces are
-unchanged, and the allocator setting keeps freed memory in the process."""
+gradients are the same with and without reuse, the frozen GAN's bfloat16 autocast
+(``gan_autocast``) stays within bfloat16 rounding and leaves the factor networks in
+float32, the demo's results on held-out faces are unchanged by either, and the allocator
+setting keeps freed memory in the process."""
 
 import os
 import subprocess
@@ -134,16 +136,68 @@ def test_frozen_gan_gets_no_weight_gradients(gan):
     assert any(p.grad is not None for p in ctx.nets["netEnc"].parameters())
 
 
+def test_gan_autocast_is_opt_in(gan):
+    assert load_config("tiny").gan_autocast == "none"
+    for setting in ("bf16", "none"):
+        rec, _ = make(gan, True, f"gan_autocast={setting}")
+        assert rec.ctx.gan_bf16 == (setting == "bf16")
+
+
+def test_bf16_discriminator_features_are_float32_and_within_bfloat16_rounding():
+    torch.manual_seed(0)
+    d = Discriminator(64, channels=CHANNELS).requires_grad_(False)
+    x = (torch.rand(2, 3, 64, 64) * 2 - 1).requires_grad_(True)
+    ref = perceptual.discriminator_features(d, 3)(x)
+    (g_ref,) = torch.autograd.grad(sum(f.square().sum() for f in ref), x)
+    low = perceptual.discriminator_features(d, 3, bf16=True)(x)
+    (g_low,) = torch.autograd.grad(sum(f.square().sum() for f in low), x)
+    assert all(f.dtype == torch.float32 for f in low) and g_low.dtype == torch.float32
+    for a, b in zip(low, ref, strict=True):
+        err = ((a - b).norm() / b.norm()).item()
+        assert 1e-5 < err < 2e-2  # bfloat16's rounding: not float32, not worse
+    assert torch.nn.functional.cosine_similarity(g_low.flatten(), g_ref.flatten(), 0) > 0.999
+
+
+def dtypes_inside(rec: Reconstructor, target: steps.Target) -> dict[str, set]:
+    """Output dtypes of the generator's and discriminator's convolutions and of the factor
+    networks while Steps 1, 2 and 3 (with flip) and their backward run."""
+    ctx, seen = rec.ctx, {"generator": set(), "discriminator": set(), "factors": set()}
+    hooks = []
+    for name, module in (("generator", ctx.generator.convs[0]),
+                         ("discriminator", ctx.discriminator.convs[1]),
+                         *(("factors", net) for net in ctx.nets.values())):
+        hooks.append(module.register_forward_hook(
+            lambda m, i, out, name=name: seen[name].add(
+                (out[0] if isinstance(out, tuple) else out).dtype)))
+    canon = steps.canon_of(ctx, target)
+    for loss in (steps.step1_loss(ctx, target, True), steps.step2_loss(ctx, target, canon),
+                 steps.step3_loss(ctx, target, steps.collect(ctx, target, canon, 1), True)):
+        assert loss.dtype == torch.float32
+        loss.backward()
+    for h in hooks:
+        h.remove()
+    assert all(p.grad is None or p.grad.dtype == torch.float32
+               for net in ctx.nets.values() for p in net.parameters())
+    return seen
+
+
+def test_gan_autocast_runs_only_the_frozen_gan_in_bfloat16(gan):
+    low = dtypes_inside(*make(gan, True, "gan_autocast=bf16"))
+    assert low == {"generator": {torch.bfloat16}, "discriminator": {torch.bfloat16},
+                   "factors": {torch.float32}}
+    full = dtypes_inside(*make(gan, True, "gan_autocast=none"))
+    assert all(v == {torch.float32} for v in full.values())
+
+
 SHORT = ["stage_len_dict={step1: 30, step2: 4, step3: 8}", "collect_iters=2"]
 
 
-def demo_scores(reuse: bool, faces: list[int], overrides: list[str]) -> list[dict]:
+def demo_scores(faces: list[int], overrides: list[str]) -> list[dict]:
     """SIDE / MAD of the demo preset on held-out test faces (latent: the GAN's mean)."""
     gan = embedded.load_embedded_gan("cpu")
     cfg = load_config("demo", overrides=[
         f"view_mvn_path={embedded.asset_path(embedded.VIEW_PRIOR_FILE)}",
-        f"light_mvn_path={embedded.asset_path(embedded.LIGHT_PRIOR_FILE)}",
-        f"reuse_target_features={str(reuse).lower()}", *overrides])
+        f"light_mvn_path={embedded.asset_path(embedded.LIGHT_PRIOR_FILE)}", *overrides])
     rec = Reconstructor(gan, cfg, progress=False, sequences=NO_SEQUENCES)
     latent = gan.generator.mean_latent()
     scene = heldout.heldout_scenes(faces)
@@ -157,13 +211,24 @@ def assert_same_results(on: list[dict], off: list[dict]) -> None:
         assert abs(a["MAD_deg"] - b["MAD_deg"]) <= 0.05
 
 
+REUSE_ON, REUSE_OFF = ["reuse_target_features=true"], ["reuse_target_features=false"]
+
+
 def test_demo_results_unchanged_by_reuse_on_two_heldout_faces_short_schedule():
-    assert_same_results(demo_scores(True, [0, 1], SHORT), demo_scores(False, [0, 1], SHORT))
+    assert_same_results(demo_scores([0, 1], SHORT + REUSE_ON),
+                        demo_scores([0, 1], SHORT + REUSE_OFF))
+
+
+def test_demo_results_within_tolerance_with_bf16_gan_on_two_heldout_faces_short_schedule():
+    # A guard against a broken cast, not the acceptance check: with the full schedule the
+    # bfloat16 GAN stays within it on 16 of the 20 test faces (docs/performance.md).
+    assert_same_results(demo_scores([0, 1], SHORT + ["gan_autocast=bf16"]),
+                        demo_scores([0, 1], SHORT + ["gan_autocast=none"]))
 
 
 @pytest.mark.slow
 def test_demo_results_unchanged_by_reuse_on_two_heldout_faces_full_schedule():
-    assert_same_results(demo_scores(True, [2, 3], []), demo_scores(False, [2, 3], []))
+    assert_same_results(demo_scores([2, 3], REUSE_ON), demo_scores([2, 3], REUSE_OFF))
 
 
 ALLOCATION = textwrap.dedent("""

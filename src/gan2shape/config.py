@@ -38,6 +38,7 @@ PERCEPTUAL_CHOICES = ("lpips", "vgg16", "discriminator", "none")
 PRIOR_MODES = ("fit", "residual")
 SAMPLE_PARAMS = ("predicted", "rendered")
 LATENT_SPACES = ("w", "z")
+GAN_AUTOCAST = ("none", "bf16")
 CONVENTIONS = ("clean", "release")
 
 # Keys of the release's YAML files that drove its trainer, logging or multi-GPU set-up;
@@ -158,6 +159,14 @@ class ReconConfig:
     # Reuse the perceptual features of a target equal to the previous one (Step 1's input,
     # the flipped half of a batch) instead of recomputing them: the same values, less time.
     reuse_target_features: bool = True
+    # The frozen GAN's precision: "bf16" runs the generator's synthesis and the
+    # discriminator's features (Step 2's feature loss, the discriminator perceptual loss)
+    # under bfloat16 autocast; the mapping network, the factor networks, the renderer and
+    # the losses stay float32. It pays on CUDA GPUs and on CPUs with AVX-512 BF16 / AMX at
+    # 128 px and above (celeba on a 2-core AMX CPU: 1.5x per image), not at 64 px, and it
+    # moves the demo's SIDE / MAD per face by up to 0.005 x1e-2 / 0.10 deg, beyond the
+    # float32 tolerance (docs/performance.md): opt-in. "none": float32, the release's.
+    gan_autocast: str = "none"
     vgg16_path: str | None = None  # torchvision vgg16 state dict
     lpips_path: str | None = None  # LPIPS v0.1 linear heads for VGG16 (lin0..lin4)
     # geometry
@@ -282,6 +291,8 @@ class ReconConfig:
              f"perceptual {self.perceptual!r} needs vgg16_path (a torchvision vgg16 state dict)")
         need(self.perceptual != "lpips" or self.lpips_path is not None,
              "perceptual 'lpips' needs lpips_path (the LPIPS VGG16 linear weights)")
+        need(self.gan_autocast in GAN_AUTOCAST,
+             f"gan_autocast must be one of {', '.join(GAN_AUTOCAST)}, got {self.gan_autocast!r}")
         need(self.mask in MASK_METHODS, f"mask must be one of {', '.join(MASK_METHODS)}")
         need(self.conventions in CONVENTIONS, f"conventions must be one of {CONVENTIONS}")
         gn_base = 8 if size >= 128 else 16

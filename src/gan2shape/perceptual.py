@@ -33,6 +33,7 @@ from torch import nn
 from .config import PERCEPTUAL_CHOICES as RECONSTRUCTION_KINDS
 from .errors import UserError
 from .fileio import load_torch
+from .gan.ops import frozen_autocast
 
 Features = Callable[[torch.Tensor], list[torch.Tensor]]
 Distance = Callable[..., torch.Tensor]
@@ -83,12 +84,26 @@ def per_image_masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.T
 
 # --- feature extractors ---------------------------------------------------------------
 
-def discriminator_features(discriminator: nn.Module, n_blocks: int = D_FEATURE_BLOCKS
-                           ) -> Features:
+def discriminator_features(discriminator: nn.Module, n_blocks: int = D_FEATURE_BLOCKS,
+                           bf16: bool = False) -> Features:
     """The outputs of the discriminator's first ``n_blocks`` residual blocks (all it has when
-    it has fewer: a small GAN)."""
+    it has fewer: a small GAN).
+
+    bf16: the frozen discriminator runs under bfloat16 autocast on a channels_last copy of
+    the images and its outputs come back as float32 (forward and the backward to the
+    images 2.6x faster on a CPU with AMX at 128 px, batch 16; 1.4x without channels_last);
+    its rounding is bfloat16's, ~4e-3 relative.
+    """
     n_blocks = min(n_blocks, discriminator.n_feature_blocks)
-    return lambda images: discriminator.features(images, n_blocks)
+    if not bf16:
+        return lambda images: discriminator.features(images, n_blocks)
+
+    def features(images: torch.Tensor) -> list[torch.Tensor]:
+        with frozen_autocast(images.device, True):
+            out = discriminator.features(
+                images.contiguous(memory_format=torch.channels_last), n_blocks)
+        return [f.float() for f in out]
+    return features
 
 
 class VGG16Features(nn.Module):
@@ -305,11 +320,13 @@ class Perceptual:
 def discriminator_feature_loss(discriminator: nn.Module, fake: torch.Tensor,
                                real: torch.Tensor, mask: torch.Tensor | None = None,
                                n_blocks: int = D_FEATURE_BLOCKS,
-                               real_features: list[torch.Tensor] | None = None) -> torch.Tensor:
+                               real_features: list[torch.Tensor] | None = None,
+                               bf16: bool = False) -> torch.Tensor:
     """The release's discriminator-feature loss: :func:`feature_l1` between the first
     ``n_blocks`` blocks' outputs of fake and real (B, 3, H, W); the real image's features
-    are computed without gradients, or given as ``real_features``."""
-    features = discriminator_features(discriminator, n_blocks)
+    are computed without gradients, or given as ``real_features``. bf16: the discriminator
+    under bfloat16 autocast (:func:`discriminator_features`; the L1 stays float32)."""
+    features = discriminator_features(discriminator, n_blocks, bf16)
     if real_features is None:
         with torch.no_grad():
             real_features = features(real.detach())
@@ -320,13 +337,15 @@ def reconstruction_perceptual(kind: str, vgg16_path: str | os.PathLike | None = 
                               discriminator: nn.Module | None = None,
                               device: torch.device | str = "cpu",
                               lpips_path: str | os.PathLike | None = None,
-                              reuse_targets: bool = True) -> Perceptual | None:
+                              reuse_targets: bool = True, gan_bf16: bool = False
+                              ) -> Perceptual | None:
     """The reconstruction's perceptual term (a batch loss) of ``kind``, or None for 'none'.
 
     lpips: the release's LPIPS-VGG16 (needs ``vgg16_path`` and ``lpips_path``); vgg16:
     relu3_3 L1 (needs ``vgg16_path``); discriminator: the GAN discriminator's first 4
     blocks, L1. reuse_targets: the features of a target equal to the previous call's are
-    reused instead of recomputed (:class:`TargetFeatures`; same values).
+    reused instead of recomputed (:class:`TargetFeatures`; same values). gan_bf16: the
+    discriminator under bfloat16 autocast (``gan_autocast``).
     """
     if kind in ("lpips", "vgg16"):
         if vgg16_path is None:
@@ -343,7 +362,8 @@ def reconstruction_perceptual(kind: str, vgg16_path: str | os.PathLike | None = 
     if kind == "discriminator":
         if discriminator is None:
             raise UserError("perceptual loss 'discriminator' needs the GAN's discriminator")
-        return Perceptual(discriminator_features(discriminator), feature_l1, reuse_targets)
+        return Perceptual(discriminator_features(discriminator, bf16=gan_bf16), feature_l1,
+                          reuse_targets)
     if kind == "none":
         return None
     raise UserError(f"unknown perceptual loss {kind!r} (choose from "

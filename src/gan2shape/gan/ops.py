@@ -34,6 +34,13 @@ def bf16_supported() -> bool:
     return bool(torch.backends.mkldnn.is_available() and probe is not None and probe())
 
 
+def frozen_autocast(device: torch.device | str, enabled: bool):
+    """bfloat16 autocast on ``device`` for a frozen network's forward (and the backward to
+    its input) when ``enabled``, else a no-op: convolutions and matmuls run in bfloat16,
+    the demodulation in float32; callers cast the outputs back to float32."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def low_precision(device: torch.device | str, enabled: bool = True):
     """bfloat16 autocast on ``device`` (CUDA, or CPUs with native bfloat16), else a no-op.
 

@@ -191,11 +191,12 @@ class Reconstructor:
 
         prior = priors.ViewLightPrior.load(cfg.view_mvn_path, cfg.light_mvn_path,
                                            cfg.view_scale)
+        bf16 = cfg.gan_autocast == "bf16"
         perceptual = reconstruction_perceptual(
             cfg.perceptual, cfg.vgg16_path, discriminator, self.device, cfg.lpips_path,
-            cfg.reuse_target_features)
+            cfg.reuse_target_features, bf16)
         self.ctx = steps.Context(nets, generator, discriminator, cfg, prior, perceptual,
-                                 projector)
+                                 projector, bf16)
 
     @property
     def nets(self) -> dict[str, torch.nn.Module]:

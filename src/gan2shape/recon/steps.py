@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..gan.ops import frozen_autocast
 from ..perceptual import discriminator_feature_loss
 from ..render import reproject
 from ..render.camera import depth_to_points, points_to_grid, warp_points
@@ -131,13 +132,18 @@ class Context:
     nets: dict netD netA netV netL netEnc; generator / discriminator: the frozen StyleGAN2;
     prior: the view and light ``ViewLightPrior`` (its view_scale already set);
     perceptual: callable (recon, target) -> scalar, or None; projector: replaces the GAN
-    projection of collected samples (then Step 2 has nothing to train), or None.
+    projection of collected samples (then Step 2 has nothing to train), or None; gan_bf16:
+    the generator's synthesis and Step 2's discriminator features run under bfloat16
+    autocast (``gan_autocast``; the mapping network, the factor networks, the renderer and
+    the losses stay float32).
     """
 
     def __init__(self, nets: dict[str, nn.Module], generator: nn.Module,
                  discriminator: nn.Module, cfg, prior: ViewLightPrior,
-                 perceptual: Callable | None, projector: Projector | None = None):
+                 perceptual: Callable | None, projector: Projector | None = None,
+                 gan_bf16: bool = False):
         self.nets = nets
+        self.gan_bf16 = gan_bf16
         self.projector = projector
         self.generator = generator.requires_grad_(False).eval()
         self.discriminator = discriminator.requires_grad_(False).eval()
@@ -181,7 +187,9 @@ class Context:
         config's truncation towards the mean latent."""
         if self.mean_w is not None:
             latent = self.mean_w + self.cfg.truncation * (latent - self.mean_w)
-        return self.to_image_space(self.generator.synthesis(latent), origin_size)
+        with frozen_autocast(self.device, self.gan_bf16):
+            images = self.generator.synthesis(latent)
+        return self.to_image_space(images.float(), origin_size)
 
     def project(self, target: Target, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Project images (B, 3, S, S) onto the GAN manifold through the latent encoder.
@@ -346,7 +354,8 @@ def projection_loss(ctx: Context, target: Target, pseudo: torch.Tensor,
     lam_regular * mean squared latent offset."""
     projected, offset = ctx.project(target, pseudo)
     return (losses.photometric_loss(projected, pseudo, mask)
-            + discriminator_feature_loss(ctx.discriminator, projected, pseudo, mask)
+            + discriminator_feature_loss(ctx.discriminator, projected, pseudo, mask,
+                                         bf16=ctx.gan_bf16)
             + ctx.cfg.lam_regular * losses.latent_regularisation(offset))
 
 
