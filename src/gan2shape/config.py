@@ -162,10 +162,11 @@ class ReconConfig:
     # The frozen GAN's precision: "bf16" runs the generator's synthesis and the
     # discriminator's features (Step 2's feature loss, the discriminator perceptual loss)
     # under bfloat16 autocast; the mapping network, the factor networks, the renderer and
-    # the losses stay float32. It pays on CUDA GPUs and on CPUs with AVX-512 BF16 / AMX at
-    # 128 px and above (celeba on a 2-core AMX CPU: 1.5x per image), not at 64 px, and it
+    # the losses stay float32. It pays on CPUs with AVX-512 BF16 / AMX at 128 px (batch 16,
+    # 1 thread: the discriminator's features 2.6x, the generator 1.7x), not at 64 px, and it
     # moves the demo's SIDE / MAD per face by up to 0.005 x1e-2 / 0.10 deg, beyond the
-    # float32 tolerance (docs/performance.md): opt-in. "none": float32, the release's.
+    # issue's float32 tolerance, though no more than a float32 kernel change does
+    # (docs/performance.md): opt-in. "none": float32, the release's.
     gan_autocast: str = "none"
     vgg16_path: str | None = None  # torchvision vgg16 state dict
     lpips_path: str | None = None  # LPIPS v0.1 linear heads for VGG16 (lin0..lin4)
