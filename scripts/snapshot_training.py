@@ -1,6 +1,6 @@
 """Keep a training run resumable across machines: a compact copy of its checkpoint.
 
-    python scripts/snapshot_training.py runs/embedded64 training/embedded64
+    python scripts/snapshot_training.py runs/embedded64 checkpoints/embedded64
 
 Copies OUT/checkpoint.pt with every floating tensor of more than one element stored as
 bfloat16 (half the size; ``load_state_dict`` casts back to float32 on ``--resume``, and
