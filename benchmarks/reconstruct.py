@@ -4,7 +4,9 @@ after the speed-ups side by side.
 
     python benchmarks/reconstruct.py [--presets synface celeba] [--gan CKPT] [--iters 3]
                                      [--device cpu|cuda] [--threads N] [--baseline]
-                                     [--repeat R] [--set KEY=VALUE ...] [--no-breakdown]
+                                     [--levers malloc reuse nhwc bf16]
+                                     [--before-levers LEVER ...] [--repeat R]
+                                     [--set KEY=VALUE ...] [--no-breakdown]
 
 Without ``--gan`` a randomly initialised StyleGAN2 of the preset's size and channel
 multiplier is used (the timing does not depend on the weights). Each step is timed as the
@@ -16,12 +18,15 @@ process CPU time (user + sys of all threads) are both given: on a shared machine
 time is the steadier of the two.
 
 ``--baseline`` runs each preset in fresh processes, alternately without the speed-ups
-(``before``: the allocator left as it is, ``reuse_target_features=false``,
-``gan_autocast=none``) and with them (``after``: :func:`gan2shape.memory.keep_freed_memory`,
-the default config with the opt-in ``gan_autocast=bf16``, then any ``--set`` overrides),
-``--repeat`` times each, and prints the medians side by side with their ratios. ``--set``
-overrides apply to the ``after`` side only (``--set gan_autocast=none``: the default
-config's levers alone).
+(``before``: the allocator left as it is, ``reuse_target_features=false``, the exact
+channels_last shortcuts off (:mod:`gan2shape.gan.nhwc`), ``gan_autocast=none``) and with
+the ``--levers`` (``after``; default all of them: ``malloc``
+:func:`gan2shape.memory.keep_freed_memory`, ``reuse`` ``reuse_target_features``, ``nhwc``
+the shortcuts, ``bf16`` the opt-in ``gan_autocast=bf16``; then any ``--set`` overrides),
+``--repeat`` times each, and prints the medians side by side with their ratios: ``--levers
+nhwc`` measures that lever alone; ``--before-levers malloc reuse`` gives the ``before`` side
+those (the levers' gain over the default float32 config: ``--before-levers malloc reuse
+--levers malloc reuse nhwc``). ``--set`` overrides apply to the ``after`` side only.
 """
 
 from __future__ import annotations
@@ -42,14 +47,19 @@ import torch
 
 from gan2shape.config import load_config
 from gan2shape.errors import run_script
-from gan2shape.gan import Discriminator, Generator, StyleGAN2, load_stylegan2
+from gan2shape.gan import Discriminator, Generator, StyleGAN2, load_stylegan2, nhwc
 from gan2shape.memory import keep_freed_memory
 from gan2shape.perceptual import discriminator_features
 from gan2shape.recon import Reconstructor, steps
 from gan2shape.recon.reconstructor import stage_plan
 
-BEFORE_OVERRIDES = ["reuse_target_features=false", "gan_autocast=none"]
-AFTER_OVERRIDES = ["gan_autocast=bf16"]  # opt-in: it moves the results beyond rounding
+LEVERS = ("malloc", "reuse", "nhwc", "bf16")  # bf16 is opt-in: it moves results beyond rounding
+
+
+def lever_overrides(levers) -> list[str]:
+    """The config overrides that turn the config's levers on or off."""
+    return [f"reuse_target_features={'true' if 'reuse' in levers else 'false'}",
+            f"gan_autocast={'bf16' if 'bf16' in levers else 'none'}"]
 
 
 def timer(device: torch.device, iters: int) -> Callable[[Callable[[], object]], float]:
@@ -259,6 +269,7 @@ def child_run(preset: str, side: str, args) -> dict:
         cmd = [sys.executable, __file__, "--child", side, "--json", str(path), "--presets",
                preset, "--iters", str(args.iters), "--device", args.device]
         cmd += ["--gan", args.gan] if args.gan else []
+        cmd += ["--levers", *(args.before_levers if side == "before" else args.levers)]
         cmd += ["--threads", str(args.threads)] if args.threads else []
         cmd += [x for kv in args.overrides for x in ("--set", kv)]
         if side == "before" or args.no_breakdown:
@@ -303,6 +314,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--baseline", action="store_true",
                         help="before and after the speed-ups side by side (fresh processes)")
+    parser.add_argument("--levers", nargs="*", choices=LEVERS, default=list(LEVERS),
+                        help="with --baseline: the speed-ups of the 'after' side")
+    parser.add_argument("--before-levers", nargs="*", choices=LEVERS, default=[],
+                        help="with --baseline: the speed-ups of the 'before' side (none)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="with --baseline: alternate runs per side (medians)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -314,10 +329,11 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child is not None:  # one side of --baseline, in its own process
-        before = args.child == "before"
-        applied = False if before else keep_freed_memory()
-        res = time_preset(args.presets[0], args,
-                          BEFORE_OVERRIDES if before else AFTER_OVERRIDES + args.overrides)
+        levers = args.levers  # the side's levers (child_run passes them)
+        applied = keep_freed_memory() if "malloc" in levers else False
+        nhwc.set_enabled("nhwc" in levers)
+        overrides = lever_overrides(levers) + ([] if args.child == "before" else args.overrides)
+        res = time_preset(args.presets[0], args, overrides)
         res["allocator"] = applied
         Path(args.json).write_text(json.dumps(res))
         return 0
@@ -333,6 +349,8 @@ def main() -> int:
         for _ in range(args.repeat):
             for side in runs:
                 runs[side].append(child_run(preset, side, args))
+        print(f"\nlevers: before {' '.join(args.before_levers) or 'none'}, after "
+              f"{' '.join(args.levers)}")
         print_comparison(median_runs(runs["before"]), median_runs(runs["after"]), args.repeat)
     return 0
 

@@ -259,3 +259,78 @@ def test_keep_freed_memory_keeps_a_freed_large_block_in_the_process():
         pytest.skip("not glibc")
     assert kept < 8  # the 64 MiB stay mapped for the next allocation
     assert freed_mb("default")[1] > 56  # by default they go straight back to the kernel
+
+
+# --- exact channels_last shortcuts of the frozen GAN's convolutions (gan.nhwc) -----------
+
+@pytest.fixture
+def nhwc_switch():
+    """set(on) turns the shortcuts on or off; restored afterwards."""
+    from gan2shape.gan import nhwc
+    was = nhwc._enabled
+    yield nhwc.set_enabled
+    nhwc.set_enabled(was)
+
+
+def test_to_nchw_equals_contiguous_for_odd_and_even_shapes():
+    from gan2shape.gan import nhwc
+    for shape in ((2, 8, 129, 129), (3, 5, 4, 7), (1, 16, 1, 1)):
+        x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+        out = nhwc.to_nchw(x)
+        assert out.is_contiguous() and torch.equal(out, x.contiguous())
+
+
+def test_a_shortcut_that_changes_bits_is_never_used():
+    from gan2shape.gan import nhwc
+    key, plain = ("test-signature",), torch.zeros(3)
+    calls = []
+
+    def fast():
+        calls.append(1)
+        return plain + 1e-7
+    assert torch.equal(nhwc._checked(key, fast, lambda: plain), plain)
+    assert nhwc._same_bits[key] is False
+    assert torch.equal(nhwc._checked(key, fast, lambda: plain), plain) and calls == [1]
+
+
+def conv_grads(x, weight, fn):
+    x = x.clone().requires_grad_(True)
+    out = fn(x, weight)
+    (grad,) = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), x)
+    return out.detach(), grad
+
+
+def test_stride2_conv_and_transposed_conv_give_the_plain_bits(nhwc_switch):
+    from gan2shape.gan import nhwc
+    torch.manual_seed(0)
+    nhwc_switch(True)
+    # the discriminator's first downsampling and the generator's last upsampling at 128 px,
+    # channel multiplier 1 (batch 2)
+    x = torch.randn(2, 128, 129, 129)
+    w = torch.randn(256, 128, 3, 3) * 0.03
+    fast = conv_grads(x, w, lambda a, b: nhwc.conv2d(a, b, None, 2, 0))
+    plain = conv_grads(x, w, lambda a, b: torch.nn.functional.conv2d(a, b, stride=2))
+    assert all(torch.equal(a, b) for a, b in zip(fast, plain, strict=True))
+    xt = torch.randn(2, 256, 64, 64)
+    wt = torch.randn(256, 128, 3, 3) * 0.03
+    fast_t = conv_grads(xt, wt, lambda a, b: nhwc.conv_transpose2d(a, b, 2))
+    plain_t = conv_grads(xt, wt, lambda a, b: torch.nn.functional.conv_transpose2d(a, b, stride=2))
+    assert all(torch.equal(a, b) for a, b in zip(fast_t, plain_t, strict=True))
+    # both signatures start with (2, 256, 64, 64): the gradient of the first, the input of
+    # the second
+    used = [v for k, v in nhwc._same_bits.items()
+            if k[0] in ("conv2d_backward", "conv_transpose2d") and k[1][0] == (2, 256, 64, 64)]
+    if not all(used):
+        pytest.skip("this CPU's oneDNN gives other bits on channels_last: shortcut off")
+    assert len(used) == 2
+
+
+@pytest.mark.parametrize("step,flip", [("step2", False), ("step3", True)])
+def test_steps_give_the_same_loss_and_gradients_with_and_without_nhwc(gan, nhwc_switch, step,
+                                                                      flip):
+    nhwc_switch(True)
+    on = losses_and_grads(*make(gan, True), step, flip)
+    nhwc_switch(False)
+    off = losses_and_grads(*make(gan, True), step, flip)
+    assert torch.equal(on[0], off[0])
+    assert all(torch.equal(a, b) for a, b in zip(on[1], off[1], strict=True))

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import nhwc
 from .ops import (
     BLUR_TAPS,
     LRELU_GAIN,
@@ -238,8 +239,8 @@ class ConvLayer(nn.Sequential):
         gain = self.gain * (LRELU_GAIN if self.activate else 1.0)
         bias = self[-1].bias if self.activate else conv.bias
         weight = (conv.weight * (conv.scale * gain)).contiguous(memory_format=memory_format_of(x))
-        out = F.conv2d(x, weight.to(x.dtype), None if bias is None else (bias * gain).to(x.dtype),
-                       stride=stride, padding=conv.padding)
+        out = nhwc.conv2d(x, weight.to(x.dtype),
+                          None if bias is None else (bias * gain).to(x.dtype), stride, conv.padding)
         return F.leaky_relu(out, LRELU_SLOPE, inplace=True) if self.activate else out
 
 

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import nhwc
+
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 DEMOD_EPS = 1e-8
@@ -286,7 +288,7 @@ class ModulatedConv2d(nn.Module):
             x = scale_channels(x, s)
             if self.upsample:
                 wt = w.transpose(0, 1).contiguous(memory_format=memory_format_of(x))
-                out = self.blur(F.conv_transpose2d(x, wt.to(x.dtype), stride=2))
+                out = self.blur(nhwc.conv_transpose2d(x, wt.to(x.dtype), 2))
             else:
                 wc = w.contiguous(memory_format=memory_format_of(x)).to(x.dtype)
                 out = F.conv2d(x, wc, padding=self.padding)
