@@ -4,6 +4,7 @@ embedded model's held-out test faces, where the truth is known.
     python benchmarks/projection.py [--images 8] [--first 0] [--gan CKPT] [--preset PRESET]
         [--set KEY=VALUE ...] [--samples 16] [--invert-steps 300] [--fit-steps 200]
         [--true-light] [--family-fit] [--no-gan] [--family-steps 400] [--restarts 8]
+        [--family-anchor 0.003]
         [--family v1] [--split test] [--threads 1]
 
 GAN2Shape learns shape only from how the GAN changes a pseudo sample when it projects it:
@@ -34,12 +35,16 @@ start): how much of the pseudo samples' error is the input's light.
 procedural family as the "generator" (``data.fit``). The family's numbers (head, light,
 background; the input's true view held fixed) are fitted to the input image from the
 family's centre (``--restarts``, the best kept), then from that fit to each pseudo sample
-and to each truth (``--family-steps`` of Adam on the whole-image L1): "family fit" and
-"family floor" take the places of "optimised" and "best fit". It is what a generator that
-models the family exactly can give. ``--no-gan`` skips the GAN (its inversion, Step 2 and
-the encoder); the GAN's discriminator is still Step 1's perceptual feature network (the
-preset's ``perceptual: discriminator``), and Step 2's pseudo batches are still drawn (and
-discarded) so the samples are the same as with the GAN. ``--family v2 --split validation``
+and to each truth (``--family-steps`` of Adam on the whole-image L1, plus
+``--family-anchor`` times the squared departure of the head's logits from the input's fit:
+the counterpart of Step 2's regulariser of the latent offset, which keeps a projection near
+the input's own code; 0 lets the head go anywhere in the family): "family fit" and "family
+floor" take the places of "optimised" and "best fit". It is what a generator that models
+the family exactly, with the face and the light apart in its latent, can give.
+``--no-gan`` skips the GAN (its inversion, Step 2 and the encoder); the GAN's
+discriminator is still Step 1's perceptual feature network (the preset's ``perceptual:
+discriminator``), and Step 2's pseudo batches are still drawn (and discarded) so the
+samples are the same as with the GAN. ``--family v2 --split validation``
 measures another version of the family (with its own exact view and light priors) or its
 validation faces (seed 2; settings are chosen there, the test faces are for the tables).
 """
@@ -93,6 +98,9 @@ def parse_args() -> argparse.Namespace:
                    help="skip the GAN's projections (with --family-fit: the ceiling alone)")
     p.add_argument("--family-steps", type=int, default=400,
                    help="Adam steps of each family fit of the samples and truths")
+    p.add_argument("--family-anchor", type=float, default=fit.PROJECTION_ANCHOR,
+                   help="weight holding the head of the family's fits near the input's fit "
+                        f"(default {fit.PROJECTION_ANCHOR}; 0: free)")
     p.add_argument("--restarts", type=int, default=8,
                    help="family fits of the input image from the family's centre")
     p.add_argument("--family", default=embedded.FAMILY, choices=scenes.FAMILIES,
@@ -186,7 +194,8 @@ def family_errors(scene: dict, pseudo: torch.Tensor, truth: torch.Tensor, head: 
 
     def family_fit(images: torch.Tensor) -> torch.Tensor:
         return fit.fit_scenes(images, view_raw.expand(n, -1), start.uniforms.expand(n, -1),
-                              steps=args.family_steps, family=args.family).images
+                              steps=args.family_steps, family=args.family,
+                              anchor=args.family_anchor).images
 
     return {"family input": float(start.loss[0]),
             "family fit": masked_error(family_fit(pseudo), truth, head),
@@ -196,9 +205,10 @@ def family_errors(scene: dict, pseudo: torch.Tensor, truth: torch.Tensor, head: 
 def main() -> int:
     args = parse_args()
     if min(args.images, args.samples, args.threads, args.restarts) < 1 or min(
-            args.fit_steps, args.invert_steps, args.first, args.family_steps) < 0:
+            args.fit_steps, args.invert_steps, args.first, args.family_steps,
+            args.family_anchor) < 0:
         raise UserError("--images, --samples, --restarts and --threads must be >= 1, --first, "
-                        "--fit-steps, --family-steps and --invert-steps >= 0")
+                        "--fit-steps, --family-steps, --family-anchor and --invert-steps >= 0")
     if args.no_gan and not args.family_fit:
         raise UserError("--no-gan leaves nothing to measure without --family-fit")
     if args.family != embedded.FAMILY and args.gan is None and not args.no_gan:
@@ -223,6 +233,8 @@ def main() -> int:
         tqdm.write(f"{args.split}{index:04d}: " + " ".join(f"{k} {r[k]:.4f}" for k in keys) + " "
                    + " ".join(f"{k} {r[k]:+.2f}" for k in ratios))
     light = ", true input light" if args.true_light else ""
+    if args.family_fit:
+        light += f", family anchor {args.family_anchor:g}"
     last = args.first + args.images - 1
     gan_name = "no GAN (discriminator only)" if args.no_gan else f"GAN {gan_path}"
     print(f"{gan_name}, family {args.family}, preset {args.preset} "

@@ -2,7 +2,8 @@
 
     python benchmarks/synthetic.py [--images 20] [--first 0] [--preset PRESET] [--set KEY=VALUE ...]
         [--out runs/synthetic] [--device auto] [--invert-steps 300] [--threads 1] [--oracle]
-        [--family v1] [--baselines-only] [--report]
+        [--family v1] [--split test] [--family-oracle] [--oracles-only] [--baselines-only]
+        [--report]
 
 For each of the first N held-out test faces (family ``embedded.TEST_SEED``; the embedded GAN
 was trained on ``TRAIN_SEED``), SIDE (x1e-2) and MAD (deg) with the release's definitions,
@@ -20,6 +21,11 @@ as mean and sample standard deviation over the faces, for:
   GAN's share of the error from the reconstruction's; and "perfect GAN and light": the same
   with the input's true light instead of the light network's estimate (``Reconstructor.fit``
   ``light``), which separates the light estimate's share;
+- with ``--family-oracle``, "family GAN": GAN2Shape whose projection of every pseudo sample
+  is the procedural family's best member for it (``heldout.family_projector``: what
+  ``benchmarks/projection.py --family-fit`` measures, learned from by Step 3), the result
+  a generator that models the family exactly would give. It holds the input's view, so it
+  needs ``--set pseudo_views=false`` (then every learned row runs with it);
 
 and the per-image wall time of the two learned methods (GAN2Shape's includes the inversion).
 
@@ -32,7 +38,9 @@ exact view and light priors (written into ``OUT/``) and its preset
 (``heldout.FAMILY_PRESETS``); the learned methods then need ``--gan``, a GAN trained on that
 family. ``--baselines-only`` scores the three baselines alone (any family, no GAN needed:
 the embedded model only provides the mask estimate's setting). ``--report`` only prints the
-table of the finished faces. The table goes to ``OUT/table.md``,
+table of the finished faces. ``--oracles-only`` skips no GAN and GAN2Shape (the baselines and
+the oracles asked for run). ``--split validation`` scores the validation faces (seed
+``embedded.VALIDATION_SEED``), where settings are chosen. The table goes to ``OUT/table.md``,
 the effective configuration of GAN2Shape to ``OUT/config.yaml``.
 """
 
@@ -62,6 +70,7 @@ from gan2shape.recon import Reconstructor, SequenceSpec
 LEARNED = ("no GAN", "GAN2Shape")
 METHODS = (*heldout.BASELINES, *LEARNED)
 ORACLES = ("perfect GAN", "perfect GAN and light")
+FAMILY_ORACLE = "family GAN"
 BASELINE_IMAGES = 20  # other test faces averaged for the average-depth baseline (as the demo)
 # The result's rotation / relighting sequences are not scored: one frame each keeps their cost
 # out of the timings.
@@ -94,6 +103,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--oracle", action="store_true",
                    help="also run the perfect GAN (the true face as every projected sample), "
                    "with the estimated and with the true input light")
+    p.add_argument("--family-oracle", action="store_true",
+                   help="also run the family GAN (the family's best fit of each pseudo "
+                   "sample as its projection); needs --set pseudo_views=false")
+    p.add_argument("--oracles-only", action="store_true",
+                   help="skip no GAN and GAN2Shape: the baselines and the oracles asked for")
+    p.add_argument("--split", default="test", choices=tuple(heldout.SPLIT_SEEDS),
+                   help="held-out faces: test (seed 1, the tables) or validation (seed 2, "
+                   "where settings are chosen)")
     p.add_argument("--report", action="store_true", help="only tabulate the finished faces")
     return p.parse_args()
 
@@ -147,9 +164,13 @@ class Bench:
             priors = [f"view_mvn_path={files['view']}", f"light_mvn_path={files['light']}"]
         else:
             priors = heldout.family_prior_overrides(args.family, args.out)
-        self.family = args.family
-        self.methods = heldout.BASELINES if args.baselines_only else METHODS
+        self.family, self.split = args.family, args.split
+        self.methods = heldout.BASELINES if args.baselines_only or args.oracles_only \
+            else METHODS
         self.cfg = load_config(args.preset, overrides=[*priors, *args.overrides])
+        if args.family_oracle and self.cfg.pseudo_views:
+            raise UserError("--family-oracle holds the input's view: add --set "
+                            "pseudo_views=false")
         self.cfg_no_gan = load_config(args.preset, overrides=[*priors, *args.overrides,
                                                               "use_gan_samples=false"])
         checkpoint = load_torch(gan_path, "StyleGAN2 checkpoint")
@@ -157,7 +178,7 @@ class Bench:
         self.gan = load_stylegan2(checkpoint, device=str(self.device))
         self.invert_steps = args.invert_steps
         self.settings = {"preset": args.preset, "overrides": args.overrides,
-                         "family": args.family,
+                         "family": args.family, "split": args.split,
                          "config": config_digest(self.cfg),
                          "config_no_gan": config_digest(self.cfg_no_gan),
                          "gan": sha256(Path(gan_path)), "invert_steps": args.invert_steps,
@@ -169,8 +190,9 @@ class Bench:
                                   sequences=NO_SEQUENCES)
         self.no_gan = Reconstructor(self.gan, self.cfg_no_gan, device=self.device,
                                     progress=False, sequences=NO_SEQUENCES)
-        self.pool = heldout.average_depth_pool(BASELINE_IMAGES, args.family)
-        self.oracle = args.oracle
+        self.pool = heldout.average_depth_pool(BASELINE_IMAGES, args.family, args.split)
+        self.oracles = (ORACLES if args.oracle else ()) \
+            + ((FAMILY_ORACLE,) if args.family_oracle else ())
 
     def run_face(self, index: int, path: Path, bar: tqdm) -> dict:
         """Fill in the missing methods of face ``index``'s record, saving after each."""
@@ -184,26 +206,27 @@ class Bench:
 
         record = load_record(path, self.settings)
         scores, seconds = record["scores"], record["seconds"]
-        scene = heldout.heldout_scenes([index], self.family)
+        scene = heldout.heldout_scenes([index], self.family, self.split)
+        name = f"{self.split}{index:04d}"
         image, gt = scene["image"][0], scene["depth"][0]
         style_dim = self.gan.generator.style_dim
         if not all(name in scores for name in heldout.BASELINES):
-            bar.set_postfix_str(f"test{index:04d} baselines")
+            bar.set_postfix_str(f"{name} baselines")
             target = self.no_gan.target(image, torch.zeros(1, style_dim))
             scores.update(heldout.baseline_scores(gt, target.mask[0, 0].cpu(), self.cfg,
                                                   self.pool, index))
             save_json(record, path)
-        if self.methods == heldout.BASELINES:
+        if self.methods == heldout.BASELINES and not self.oracles:
             return record
-        if "no GAN" not in scores:
-            bar.set_postfix_str(f"test{index:04d} no GAN")
+        if "no GAN" in self.methods and "no GAN" not in scores:
+            bar.set_postfix_str(f"{name} no GAN")
             start = time.perf_counter()
             result = self.no_gan.fit(image, torch.zeros(1, style_dim), gt_depth=gt)
             seconds["no GAN"] = time.perf_counter() - start
             scores["no GAN"] = {k: result.metrics[k] for k in ("SIDE", "MAD_deg")}
             save_json(record, path)
-        if "GAN2Shape" not in scores:
-            bar.set_postfix_str(f"test{index:04d} inversion")
+        if "GAN2Shape" in self.methods and "GAN2Shape" not in scores:
+            bar.set_postfix_str(f"{name} inversion")
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", PoorFitWarning)  # the PSNR is recorded instead
@@ -214,24 +237,25 @@ class Bench:
                 projected = self.gan.generator.synthesis(latent)
                 target = prepare_image(image[None].to(self.device), self.gan.size)
                 record["inversion_psnr_db"] = float(psnr_db(projected, target)[0])
-            bar.set_postfix_str(f"test{index:04d} GAN2Shape")
+            bar.set_postfix_str(f"{name} GAN2Shape")
             start = time.perf_counter()
             result = self.full.fit(image, latent, gt_depth=gt, code=code)
             seconds["GAN2Shape"] = time.perf_counter() - start + seconds["inversion"]
             scores["GAN2Shape"] = {k: result.metrics[k] for k in ("SIDE", "MAD_deg")}
             save_json(record, path)
-        for name in ORACLES if self.oracle else ():
-            if name in scores:
+        for oracle_name in self.oracles:
+            if oracle_name in scores:
                 continue
-            bar.set_postfix_str(f"test{index:04d} {name}")
-            oracle = Reconstructor(self.gan, self.cfg, device=self.device, progress=False,
-                                   sequences=NO_SEQUENCES,
-                                   projector=heldout.truth_projector(scene, self.cfg))
-            light = heldout.input_light(scene) if name == ORACLES[1] else None
+            bar.set_postfix_str(f"{name} {oracle_name}")
             start = time.perf_counter()
+            projector = heldout.family_projector(scene, self.family) \
+                if oracle_name == FAMILY_ORACLE else heldout.truth_projector(scene, self.cfg)
+            oracle = Reconstructor(self.gan, self.cfg, device=self.device, progress=False,
+                                   sequences=NO_SEQUENCES, projector=projector)
+            light = heldout.input_light(scene) if oracle_name == ORACLES[1] else None
             result = oracle.fit(image, torch.zeros(1, style_dim), gt_depth=gt, light=light)
-            seconds[name] = time.perf_counter() - start
-            scores[name] = {k: result.metrics[k] for k in ("SIDE", "MAD_deg")}
+            seconds[oracle_name] = time.perf_counter() - start
+            scores[oracle_name] = {k: result.metrics[k] for k in ("SIDE", "MAD_deg")}
             save_json(record, path)
         return record
 
@@ -258,19 +282,22 @@ def table(records: dict[int, dict], settings: dict, device: str,
     n = len(done)
     rows = ["| depth from | SIDE (x1e-2) | MAD (deg) | wall time / image (s) |",
             "|---|---|---|---|"]
-    oracles = [m for m in ORACLES if all(m in r["scores"] for r in done.values())]
+    oracles = [m for m in (*ORACLES, FAMILY_ORACLE)
+               if all(m in r["scores"] for r in done.values())]
     for m in (*methods, *oracles):
         side = [r["scores"][m]["SIDE"] for r in done.values()]
         mad = [r["scores"][m]["MAD_deg"] for r in done.values()]
         wall = mean_std([r["seconds"][m] for r in done.values()], digits=0) \
-            if m in (*LEARNED, *ORACLES) else "-"
+            if m in (*LEARNED, *oracles) else "-"
         rows.append(f"| {m} | {mean_std(side, 100, 3)} | {mean_std(mad)} | {wall} |")
     indices = list(done)
     faces = f"faces {indices[0]}..{indices[-1]}" if indices == list(
         range(indices[0], indices[-1] + 1)) else f"faces {indices}"
+    split = settings.get("split", "test")
     head = (
-        f"N = {n} held-out test {faces} (procedural family {settings.get('family', 'v1')}, "
-        f"seed {embedded.TEST_SEED}), {embedded.IMAGE_SIZE} px, preset {settings['preset']}"
+        f"N = {n} held-out {split} {faces} (procedural family {settings.get('family', 'v1')}, "
+        f"seed {heldout.SPLIT_SEEDS[split]}), {embedded.IMAGE_SIZE} px, preset "
+        f"{settings['preset']}"
         + (f" with {' '.join(settings['overrides'])}" if settings["overrides"] else ""))
     if "GAN2Shape" not in methods:
         return "\n".join([f"{head}. Mean ± sample standard deviation over the faces.", "",
@@ -305,6 +332,8 @@ def main() -> int:
     if args.family != embedded.FAMILY and args.gan is None and not args.baselines_only:
         raise UserError(f"the embedded GAN was trained on family {embedded.FAMILY}; give "
                         f"--gan with a GAN trained on {args.family}, or --baselines-only")
+    if args.oracles_only and not (args.oracle or args.family_oracle):
+        raise UserError("--oracles-only needs --oracle or --family-oracle")
     args.preset = args.preset or heldout.FAMILY_PRESETS[args.family]
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -312,10 +341,10 @@ def main() -> int:
     faces.mkdir(exist_ok=True)
     bench = Bench(args, report_only=args.report)
     records = {}
-    bar = tqdm(range(args.first, args.first + args.images), desc="test faces", unit="face",
+    bar = tqdm(range(args.first, args.first + args.images), desc=f"{args.split} faces", unit="face",
                disable=args.report)
     for index in bar:
-        path = faces / f"test{index:04d}.json"
+        path = faces / f"{args.split}{index:04d}.json"
         if args.report:
             record = load_record(path, bench.settings)
         else:

@@ -52,3 +52,22 @@ def test_fit_scenes_keeps_the_best_iterate():
     some = fit.fit_scenes(scene["image"], scene["view_raw"], start, steps=20, lr=0.05)
     assert torch.equal(none.uniforms, start.clamp(1e-4, 1 - 1e-4))
     assert float(some.loss[0]) < float(none.loss[0])
+
+
+def test_the_anchor_holds_the_head_and_frees_the_light():
+    """With a strong anchor the fit of a relit face from another face's numbers changes the
+    light and (almost) not the head; without it the head moves too."""
+    scene = scenes.render_scenes(1, [0], SIZE)
+    other = scenes.sample_uniforms(1, [5]).float()
+    head = slice(0, len(HEAD_RANGES))
+    (light,) = scenes.uniform_slots("v1", ["light"])
+
+    def moved(anchor: float) -> tuple[float, float]:
+        result = fit.fit_scenes(scene["image"], scene["view_raw"], other, steps=40, anchor=anchor)
+        change = (result.uniforms - other.clamp(1e-4, 1 - 1e-4)).abs()
+        return float(change[0, head].max()), float(change[0, light].max())
+
+    head_free, light_free = moved(0.0)
+    head_held, light_held = moved(100.0)
+    assert head_held < 1e-3 < 0.05 < head_free
+    assert light_held > 0.05 and light_free > 0.05

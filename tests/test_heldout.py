@@ -124,3 +124,31 @@ def test_truth_projector_renders_what_the_scene_renderer_renders(cfg, yaw_deg):
     other = factors.light_from_raw(torch.tensor([[-0.2, 0.1, -0.5, 0.3]]))
     moved = project(steps.Samples(pseudo.images, pseudo.masks, view, other))
     assert ((moved - expected["image"]).abs() * interior[:, None]).amax() > 0.05
+
+
+def test_family_projector_returns_a_family_member_relit_as_itself():
+    """The family GAN's projection of one of its own members (the face under a new light
+    of the family) with noise no family member has is that member: the fit from the input's
+    family fit finds the new light, keeps the face and drops the noise, under Step 2's
+    collection (no gradients)."""
+    from gan2shape.data import scenes
+    from gan2shape.recon import factors, steps
+
+    scene = heldout.heldout_scenes([0], "v2", "validation")
+    u = scenes.sample_uniforms(heldout.SPLIT_SEEDS["validation"], [0]).float()
+    light_raw = torch.tensor([[-0.7, 0.7, -0.6, -0.1]])  # inside v2's light box
+    relit = scenes.render_batch(u, scene["view_raw"][:1], light_raw, family="v2")["image"]
+    head = (scene["head_mask"][:1, None] > 0.5).float().expand_as(relit)
+
+    def error(images: torch.Tensor) -> float:
+        return float(((images - relit).abs() * head).sum() / head.sum())
+
+    project = heldout.family_projector(scene, "v2", steps=150, restarts=2)
+    noisy = relit + 0.05 * torch.randn(relit.shape, generator=torch.Generator().manual_seed(0))
+    pseudo = steps.Samples(noisy, torch.ones(1, 1, 64, 64), torch.zeros(1, 6),
+                           factors.light_from_raw(light_raw))
+    with torch.no_grad():
+        projected = project(pseudo)
+    assert error(scene["image"][:1]) > 0.05  # the new light is visibly new
+    assert error(noisy) > 0.035
+    assert error(projected) < 0.01

@@ -114,3 +114,21 @@ def test_another_family_needs_its_own_gan(tmp_path):
                              "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode != 0
     assert "give --gan with a GAN trained on v2, or --baselines-only" in result.stderr
+
+
+def test_family_oracle_row_and_its_setting_checks(bench, tmp_path):
+    settings = {"preset": "demo_v2", "overrides": [], "gan": "abc", "invert_steps": 3,
+                "split": "validation", "family": "v2"}
+    records = {i: {"scores": {m: {"SIDE": 0.01, "MAD_deg": 10.0} for m in bench.METHODS[:3]},
+                   "seconds": {}} for i in range(2)}
+    for i, r in records.items():
+        r["scores"][bench.FAMILY_ORACLE] = {"SIDE": 0.002 * (i + 1), "MAD_deg": 9.0}
+        r["seconds"][bench.FAMILY_ORACLE] = 5.0
+    text = bench.table(records, settings, "cpu", methods=bench.METHODS[:3])
+    assert "held-out validation faces 0..1 (procedural family v2, seed 2)" in text
+    assert "| family GAN | 0.300 ± 0.141 | 9.00 ± 0.00 | 5 ± 0 |" in text
+    for extra, message in ((["--family-oracle"], "add --set pseudo_views=false"),
+                           (["--oracles-only"], "--oracles-only needs --oracle")):
+        run = subprocess.run([sys.executable, str(SCRIPT), "--images", "1", "--out",
+                              str(tmp_path / "x"), *extra], capture_output=True, text=True)
+        assert run.returncode != 0 and message in run.stderr

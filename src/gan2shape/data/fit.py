@@ -4,7 +4,9 @@ The family-fit ceiling of ``benchmarks/projection.py --family-fit``: a "generato
 the exact family, whose projection of an image is the family member (head, light,
 background; the view held fixed) that reproduces it best. The free numbers are a scene's
 uniforms (``scenes.sample_uniforms``' layout, each in (0, 1) through a sigmoid, so heads and
-lights stay inside the family's ranges), fitted by Adam to the whole-image L1.
+lights stay inside the family's ranges), fitted by Adam to the whole-image L1, optionally
+plus an anchor that holds the head near where its fit started: the counterpart of Step 2's
+regulariser of the latent offset, which keeps a projection near the input's own code.
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ from . import scenes
 
 # Uniforms this close to 0 or 1 are pulled inside before the logit (finite start).
 _EDGE = 1e-4
+# The anchor of the family's projections of pseudo samples (fit_scenes' ``anchor``), chosen
+# on v2's validation faces 0-7 (docs/families.md): 0 gave the ratio +0.33, 0.0005 +0.43,
+# 0.003 +0.49.
+PROJECTION_ANCHOR = 0.003
 
 
 @dataclass
 class FamilyFit:
     """The best family member found for each image: uniforms (B, N_UNIFORMS) in (0, 1),
-    images (B, 3, S, S) in [-1, 1] rendered from them, loss (B,) their whole-image L1."""
+    images (B, 3, S, S) in [-1, 1] rendered from them, loss (B,) their fit's loss (the
+    whole-image L1, plus the anchor's term when there is one)."""
 
     uniforms: torch.Tensor
     images: torch.Tensor
@@ -46,14 +53,22 @@ def render_uniforms(u: torch.Tensor, view_raw: torch.Tensor, size: int,
 
 
 def fit_scenes(targets: torch.Tensor, view_raw: torch.Tensor, init: torch.Tensor,
-               steps: int = 400, lr: float = 0.05, family: str = "v1") -> FamilyFit:
+               steps: int = 400, lr: float = 0.05, family: str = "v1",
+               anchor: float = 0.0) -> FamilyFit:
     """Fit one family member to each of targets (B, 3, S, S) in [-1, 1], seen from the fixed
     raw views (B, 6), starting from uniforms init (B, N_UNIFORMS); the best iterate of each
-    image (by its L1) is kept."""
+    image (by its loss) is kept. The loss is the whole-image L1 plus ``anchor`` times the
+    squared departure of the head's logits from init's, summed over the head's numbers (the
+    light and background stay free)."""
     size = targets.shape[-1]
     free = free_slots(family)
+    (head,) = scenes.uniform_slots(family, ["head"])
+    in_head = torch.zeros_like(free)
+    in_head[head] = True
+    anchored = in_head[free].float()  # over the free logits
     base = init.detach().float().clamp(_EDGE, 1 - _EDGE)
-    logits = torch.logit(base)[:, free].clone().requires_grad_(True)
+    start = torch.logit(base)[:, free]
+    logits = start.clone().requires_grad_(True)
     optimiser = torch.optim.Adam([logits], lr=lr)
     best_loss = torch.full((targets.shape[0],), float("inf"))
     best_u = base.clone()
@@ -62,6 +77,8 @@ def fit_scenes(targets: torch.Tensor, view_raw: torch.Tensor, init: torch.Tensor
         u[:, free] = torch.sigmoid(logits)
         with torch.set_grad_enabled(step < steps):
             loss = (render_uniforms(u, view_raw, size, family) - targets).abs().mean((1, 2, 3))
+            if anchor:
+                loss = loss + anchor * ((logits - start) ** 2 * anchored).sum(1)
         better = loss.detach() < best_loss
         best_loss = torch.where(better, loss.detach(), best_loss)
         best_u[better] = u.detach()[better]
