@@ -334,3 +334,23 @@ def test_steps_give_the_same_loss_and_gradients_with_and_without_nhwc(gan, nhwc_
     off = losses_and_grads(*make(gan, True), step, flip)
     assert torch.equal(on[0], off[0])
     assert all(torch.equal(a, b) for a, b in zip(on[1], off[1], strict=True))
+
+
+def test_bf16_strided_blur_is_the_float32_blur_rounded_to_bfloat16():
+    # the discriminator's downsampling under gan_autocast: bfloat16 channels_last, stride 2
+    from gan2shape.gan.ops import fir_filter, make_blur_kernel
+    torch.manual_seed(0)
+    kernel = make_blur_kernel()
+    x32 = torch.randn(2, 8, 32, 32)
+    x = x32.bfloat16().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fir_filter(x, kernel, (1, 1), down=2)
+    ref = fir_filter(x.detach().float().contiguous(), kernel, (1, 1), down=2)
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out.float(), ref.bfloat16().float())  # one rounding of the float32 result
+    grad = torch.randn_like(ref)
+    (g,) = torch.autograd.grad(out, x, grad.bfloat16())
+    xr = x.detach().float().requires_grad_(True)
+    (g_ref,) = torch.autograd.grad(fir_filter(xr, kernel, (1, 1), down=2), xr,
+                                   grad.bfloat16().float())
+    assert g.dtype == torch.bfloat16 and torch.equal(g.float(), g_ref.bfloat16().float())
