@@ -354,3 +354,12 @@ def test_bf16_strided_blur_is_the_float32_blur_rounded_to_bfloat16():
     (g_ref,) = torch.autograd.grad(fir_filter(xr, kernel, (1, 1), down=2), xr,
                                    grad.bfloat16().float())
     assert g.dtype == torch.bfloat16 and torch.equal(g.float(), g_ref.bfloat16().float())
+
+
+def test_demo_results_identical_with_and_without_nhwc_on_two_heldout_faces_short_schedule(
+        nhwc_switch):
+    nhwc_switch(True)
+    on = demo_scores([0, 1], SHORT)
+    nhwc_switch(False)
+    off = demo_scores([0, 1], SHORT)
+    assert [(m["SIDE"], m["MAD_deg"]) for m in on] == [(m["SIDE"], m["MAD_deg"]) for m in off]
