@@ -316,22 +316,29 @@ def test_stride2_conv_and_transposed_conv_give_the_plain_bits(nhwc_switch):
     fast_t = conv_grads(xt, wt, lambda a, b: nhwc.conv_transpose2d(a, b, 2))
     plain_t = conv_grads(xt, wt, lambda a, b: torch.nn.functional.conv_transpose2d(a, b, stride=2))
     assert all(torch.equal(a, b) for a, b in zip(fast_t, plain_t, strict=True))
-    # both signatures start with (2, 256, 64, 64): the gradient of the first, the input of
-    # the second
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # gan_autocast's generator
+        fast_b = conv_grads(xt.bfloat16(), wt, lambda a, b: nhwc.conv_transpose2d(a, b, 2))
+        plain_b = conv_grads(xt.bfloat16(), wt,
+                             lambda a, b: torch.nn.functional.conv_transpose2d(a, b, stride=2))
+    assert fast_b[0].dtype == torch.bfloat16
+    assert all(torch.equal(a, b) for a, b in zip(fast_b, plain_b, strict=True))
+    # the signatures start with (2, 256, 64, 64): the gradient of the first, the input of the
+    # transposed ones (float32 and bfloat16)
     used = [v for k, v in nhwc._same_bits.items()
             if k[0] in ("conv2d_backward", "conv_transpose2d") and k[1][0] == (2, 256, 64, 64)]
     if not all(used):
         pytest.skip("this CPU's oneDNN gives other bits on channels_last: shortcut off")
-    assert len(used) == 2
+    assert len(used) == 3
 
 
-@pytest.mark.parametrize("step,flip", [("step2", False), ("step3", True)])
+@pytest.mark.parametrize("step,flip,autocast", [("step2", False, "none"), ("step3", True, "none"),
+                                                ("step2", False, "bf16")])
 def test_steps_give_the_same_loss_and_gradients_with_and_without_nhwc(gan, nhwc_switch, step,
-                                                                      flip):
+                                                                      flip, autocast):
     nhwc_switch(True)
-    on = losses_and_grads(*make(gan, True), step, flip)
+    on = losses_and_grads(*make(gan, True, f"gan_autocast={autocast}"), step, flip)
     nhwc_switch(False)
-    off = losses_and_grads(*make(gan, True), step, flip)
+    off = losses_and_grads(*make(gan, True, f"gan_autocast={autocast}"), step, flip)
     assert torch.equal(on[0], off[0])
     assert all(torch.equal(a, b) for a, b in zip(on[1], off[1], strict=True))
 
