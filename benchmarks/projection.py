@@ -187,16 +187,9 @@ def family_errors(scene: dict, pseudo: torch.Tensor, truth: torch.Tensor, head: 
                   args) -> dict[str, float]:
     """Errors of the family's fits of the pseudo samples (N, 3, S, S) and of their truths,
     both started from the family's fit of the input image (seen from its true view)."""
-    view_raw = scene["view_raw"][:1]
-    start = fit.fit_input(scene["image"][:1], view_raw, restarts=args.restarts,
-                          family=args.family)
-    n = pseudo.shape[0]
-
-    def family_fit(images: torch.Tensor) -> torch.Tensor:
-        return fit.fit_scenes(images, view_raw.expand(n, -1), start.uniforms.expand(n, -1),
-                              steps=args.family_steps, family=args.family,
-                              anchor=args.family_anchor).images
-
+    start, family_fit = fit.projection_from_input(
+        scene["image"][:1], scene["view_raw"][:1], args.family, args.family_steps,
+        args.restarts, args.family_anchor)
     return {"family input": float(start.loss[0]),
             "family fit": masked_error(family_fit(pseudo), truth, head),
             "family floor": masked_error(family_fit(truth), truth, head)}

@@ -207,11 +207,11 @@ class Bench:
         record = load_record(path, self.settings)
         scores, seconds = record["scores"], record["seconds"]
         scene = heldout.heldout_scenes([index], self.family, self.split)
-        name = f"{self.split}{index:04d}"
+        label = f"{self.split}{index:04d}"
         image, gt = scene["image"][0], scene["depth"][0]
         style_dim = self.gan.generator.style_dim
         if not all(name in scores for name in heldout.BASELINES):
-            bar.set_postfix_str(f"{name} baselines")
+            bar.set_postfix_str(f"{label} baselines")
             target = self.no_gan.target(image, torch.zeros(1, style_dim))
             scores.update(heldout.baseline_scores(gt, target.mask[0, 0].cpu(), self.cfg,
                                                   self.pool, index))
@@ -219,14 +219,14 @@ class Bench:
         if self.methods == heldout.BASELINES and not self.oracles:
             return record
         if "no GAN" in self.methods and "no GAN" not in scores:
-            bar.set_postfix_str(f"{name} no GAN")
+            bar.set_postfix_str(f"{label} no GAN")
             start = time.perf_counter()
             result = self.no_gan.fit(image, torch.zeros(1, style_dim), gt_depth=gt)
             seconds["no GAN"] = time.perf_counter() - start
             scores["no GAN"] = {k: result.metrics[k] for k in ("SIDE", "MAD_deg")}
             save_json(record, path)
         if "GAN2Shape" in self.methods and "GAN2Shape" not in scores:
-            bar.set_postfix_str(f"{name} inversion")
+            bar.set_postfix_str(f"{label} inversion")
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", PoorFitWarning)  # the PSNR is recorded instead
@@ -237,7 +237,7 @@ class Bench:
                 projected = self.gan.generator.synthesis(latent)
                 target = prepare_image(image[None].to(self.device), self.gan.size)
                 record["inversion_psnr_db"] = float(psnr_db(projected, target)[0])
-            bar.set_postfix_str(f"{name} GAN2Shape")
+            bar.set_postfix_str(f"{label} GAN2Shape")
             start = time.perf_counter()
             result = self.full.fit(image, latent, gt_depth=gt, code=code)
             seconds["GAN2Shape"] = time.perf_counter() - start + seconds["inversion"]
@@ -246,7 +246,7 @@ class Bench:
         for oracle_name in self.oracles:
             if oracle_name in scores:
                 continue
-            bar.set_postfix_str(f"{name} {oracle_name}")
+            bar.set_postfix_str(f"{label} {oracle_name}")
             start = time.perf_counter()
             projector = heldout.family_projector(scene, self.family) \
                 if oracle_name == FAMILY_ORACLE else heldout.truth_projector(scene, self.cfg)

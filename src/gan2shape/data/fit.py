@@ -11,6 +11,7 @@ regulariser of the latent offset, which keeps a projection near the input's own 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -98,6 +99,26 @@ def centre_uniforms(n: int, spread: float = 0.0, seed: int = 0) -> torch.Tensor:
     jitter = torch.randn(n, scenes.N_UNIFORMS, generator=torch.Generator().manual_seed(seed))
     jitter[0] = 0
     return torch.sigmoid(spread * jitter)
+
+
+def projection_from_input(image: torch.Tensor, view_raw: torch.Tensor, family: str,
+                          steps: int = 400, restarts: int = 8,
+                          anchor: float = PROJECTION_ANCHOR
+                          ) -> tuple[FamilyFit, Callable[[torch.Tensor], torch.Tensor]]:
+    """The family as a GAN for one image (1, 3, S, S) seen from view_raw (1, 6): its fit of
+    the image (:func:`fit_input`) and a projection that replaces images (N, 3, S, S) by
+    their family members, fitted by ``steps`` of Adam from that fit, the head anchored there
+    by ``anchor`` (gradients are enabled inside, so it runs under ``torch.no_grad`` too)."""
+    start = fit_input(image, view_raw, restarts=restarts, family=family)
+
+    def project(images: torch.Tensor) -> torch.Tensor:
+        n = images.shape[0]
+        with torch.enable_grad():
+            return fit_scenes(images.detach(), view_raw.expand(n, -1),
+                              start.uniforms.expand(n, -1), steps=steps, family=family,
+                              anchor=anchor).images
+
+    return start, project
 
 
 def fit_input(image: torch.Tensor, view_raw: torch.Tensor, restarts: int = 8,

@@ -148,24 +148,21 @@ def family_projector(scene: dict[str, torch.Tensor], family: str, steps: int = 4
     reproduces it best (``data.fit``: head, light and background fitted by ``steps`` of
     Adam from the family's fit of the input image, ``restarts`` from the family's centre;
     the input's true view held; the head anchored there by ``anchor``, default
-    ``data.fit.PROJECTION_ANCHOR``). What ``benchmarks/projection.py --family-fit`` measures
-    image by image, as the projection Step 3 learns from. The view is held, so the pseudo
-    samples must only relight (``pseudo_views: false``).
+    ``data.fit.PROJECTION_ANCHOR``; ``data.fit.projection_from_input``). What
+    ``benchmarks/projection.py --family-fit`` measures image by image, as the projection
+    Step 3 learns from. The view is held, so the pseudo samples must only relight
+    (``pseudo_views: false``).
 
     scene: :func:`heldout_scenes` of one face of the family version ``family``.
     """
     from ..data import fit
 
     anchor = fit.PROJECTION_ANCHOR if anchor is None else anchor
-    view_raw = scene["view_raw"][:1]
-    start = fit.fit_input(scene["image"][:1], view_raw, restarts=restarts, family=family)
+    _, project_images = fit.projection_from_input(scene["image"][:1], scene["view_raw"][:1],
+                                                  family, steps, restarts, anchor)
 
     def project(pseudo) -> torch.Tensor:
-        n, device = pseudo.images.shape[0], pseudo.images.device
-        with torch.enable_grad():  # Step 2's collection runs without gradients
-            fitted = fit.fit_scenes(pseudo.images.detach().float().cpu(),
-                                    view_raw.expand(n, -1), start.uniforms.expand(n, -1),
-                                    steps=steps, family=family, anchor=anchor)
-        return fitted.images.to(device)
+        images = pseudo.images
+        return project_images(images.float().cpu()).to(images.device)
 
     return project
