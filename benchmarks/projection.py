@@ -12,12 +12,13 @@ the pseudo sample shows the current (prior) shape under a new light, and a GAN t
 faces should return the same face with the shading of its true shape. For each face this
 runs Step 1 and Step 2 of the preset (pseudo samples relight the input's view:
 ``pseudo_views=false``, so they stay aligned with the truth), renders ``--samples`` pseudo
-samples, projects them through the trained latent encoder, renders the true face under each
-sample's view and light (``heldout.truth_projector``), and reports mean |error| against that
-truth on the head, in [-1, 1] image units, for:
+samples, projects them as Step 3 would learn from them (through the trained latent encoder,
+or by optimising each one's latent with ``--set projection=optimise``), renders the true
+face under each sample's view and light (``heldout.truth_projector``), and reports mean
+|error| against that truth on the head, in [-1, 1] image units, for:
 
 - pseudo: the pseudo samples themselves (what the prior alone predicts);
-- projected: their projections through the encoder (what Step 3 learns from);
+- projected: their projections by the preset's ``projection`` (what Step 3 learns from);
 - optimised: the GAN's best fit of each pseudo sample (optimised in W from the face's
   latent, ``--fit-steps``): what a perfect encoder would return;
 - best fit: the GAN's best fit of each truth, the same way: the floor that any projection
@@ -153,7 +154,9 @@ def measure_face(gan, cfg, index: int, args) -> dict[str, float]:
     rec.train_steps(steps.STEP1_NETS, stage.step1, "step 1",
                     lambda: steps.step1_loss(ctx, target, stage.flip1))
     canon = steps.canon_of(ctx, target)
-    if args.no_gan:  # Step 2's draws, so that the samples are those of a run with the GAN
+    if cfg.projection == "optimise":
+        pass  # Step 2 has nothing to train and draws nothing
+    elif args.no_gan:  # Step 2's draws, so that the samples are those of a run with the GAN
         for _ in range(stage.step2):
             steps.sample_pseudo(ctx, canon, cfg.batchsize)
     else:
@@ -165,7 +168,7 @@ def measure_face(gan, cfg, index: int, args) -> dict[str, float]:
     errors = {"pseudo": masked_error(pseudo.images, truth, head)}
     if not args.no_gan:
         with torch.no_grad():
-            projected = ctx.project(target, pseudo.images)[0]
+            projected = steps.project_samples(ctx, target, pseudo)
 
         def best_fit(images: torch.Tensor) -> torch.Tensor:
             options = InvertOptions(steps=args.fit_steps, lr=FIT_LR, latent_noise=0.0)

@@ -452,3 +452,54 @@ def test_z_latent_space_projects_through_the_whole_mapping(gan, sample):
         rec.target(image, w)
     with pytest.raises(UserError, match="needs F1_d 8"):
         make_reconstructor(gan, "latent_space=z", "F1_d=2")
+
+
+def _gan_image_moved(rec, target, scale, seed):
+    """The GAN's image of the target's latent moved by a random W offset of that scale."""
+    torch.manual_seed(seed)
+    offset = scale * torch.randn(2, STYLE_DIM)
+    with torch.no_grad():
+        return rec.ctx.render_offset(target, offset)
+
+
+def test_optimised_projection_finds_a_gan_image_and_its_regulariser_holds_it(gan, sample):
+    """projection optimise: a pseudo sample that is itself a GAN image near the input's is
+    projected much closer to it than the input's own image is; a huge lam_regular keeps
+    the offset near 0, so the projection stays near the input's GAN image."""
+    rec = make_reconstructor(gan, "projection=optimise", "lam_regular=0",
+                             "projection_steps=60", "projection_lr=0.05")
+    target = rec.target(*sample)
+    moved = _gan_image_moved(rec, target, 0.5, 3)
+    masks = torch.ones(2, 1, 64, 64)
+    pseudo = steps.Samples(moved, masks, torch.zeros(2, 6), sample_lights(2))
+    start = float((target.gan_image - moved).abs().mean())
+    projected = steps.project_samples(rec.ctx, target, pseudo)
+    assert float((projected - moved).abs().mean()) < 0.3 * start
+    held = make_reconstructor(gan, "projection=optimise", "lam_regular=1e6",
+                              "projection_steps=20", "projection_lr=0.05")
+    projected = steps.project_samples(held.ctx, held.target(*sample), pseudo)
+    assert float((projected - target.gan_image).abs().mean()) < 0.05 * start
+
+
+def test_optimised_projection_solves_each_sample_alone_and_skips_step2(gan, sample,
+                                                                     monkeypatch):
+    """collect optimises its samples together, as if each were optimised alone (one
+    batch per call gives the same projections), and a stage trains no encoder."""
+    rec = make_reconstructor(gan, "projection=optimise", "collect_iters=3", "batchsize=2",
+                             "projection_steps=5")
+    target = rec.target(*sample)
+    canon = steps.canon_of(rec.ctx, target)
+    torch.manual_seed(4)
+    together = steps.collect(rec.ctx, target, canon, 3)
+    monkeypatch.setattr(steps, "OPTIMISE_CHUNK", 2)
+    torch.manual_seed(4)
+    alone = steps.collect(rec.ctx, target, canon, 3)
+    torch.testing.assert_close(together.images, alone.images, atol=1e-4, rtol=0)
+    assert not torch.allclose(together.images[:2], together.images[2:4])
+    encoder = {k: v.clone() for k, v in rec.nets["netEnc"].state_dict().items()}
+    last = rec.run_stage(target, reconstructor_module.stage_plan(rec.cfg)[0], "s")
+    assert "step2" not in last
+    for k, v in rec.nets["netEnc"].state_dict().items():
+        assert torch.equal(v, encoder[k])
+    with pytest.raises(UserError, match="projection must be one of"):
+        make_reconstructor(gan, "projection=nearest")

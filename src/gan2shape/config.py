@@ -38,6 +38,7 @@ PERCEPTUAL_CHOICES = ("lpips", "vgg16", "discriminator", "none")
 PRIOR_MODES = ("fit", "residual")
 SAMPLE_PARAMS = ("predicted", "rendered")
 LATENT_SPACES = ("w", "z")
+PROJECTIONS = ("encoder", "optimise")
 GAN_AUTOCAST = ("none", "bf16")
 CONVENTIONS = ("clean", "release")
 
@@ -122,6 +123,15 @@ class ReconConfig:
     # projection is the mapping's image of a z and stays on the learned distribution (the
     # offset, not a W difference, is then what lam_regular regularises).
     latent_space: str = "w"
+    # How collected pseudo samples are projected: "encoder", the release's (Step 2 trains
+    # the latent encoder, which projects them), or "optimise": Step 2's objective solved
+    # for each sample by projection_steps of Adam on its own latent offset at projection_lr
+    # (no encoder; Step 2 has nothing to train). An encoder trained for a few dozen steps
+    # finds a much worse minimum of that objective than the sample's own optimisation
+    # (benchmarks/projection.py: "projected" against "optimised").
+    projection: str = "encoder"
+    projection_steps: int = 100
+    projection_lr: float = 0.01
     # The input's light in Steps 1 and 3: "network", the light network's estimate (the
     # light prior's mean at the start; the release's), or "estimate": fitted to the image
     # with the shape prior's normals on the pixels of the skin's chromaticity, shrunk
@@ -282,6 +292,10 @@ class ReconConfig:
         need(self.latent_space == "w" or self.F1_d == 8,
              "latent_space z takes the encoder's offset through the whole mapping: it needs "
              "F1_d 8")
+        need(self.projection in PROJECTIONS,
+             f"projection must be one of {', '.join(PROJECTIONS)}")
+        need(self.projection_steps >= 1, "projection_steps must be >= 1")
+        need(self.projection_lr > 0, "projection_lr must be positive")
         need(self.sample_params in SAMPLE_PARAMS,
              f"sample_params must be one of {', '.join(SAMPLE_PARAMS)}")
         need(self.prior_mode in PRIOR_MODES,
