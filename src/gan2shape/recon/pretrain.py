@@ -114,7 +114,8 @@ def joint_stage(rec: Reconstructor, targets: list[steps.Target], stage, cycle: C
         i = cycle.next()
         return steps.step2_loss(ctx, targets[i], canons[i])
 
-    rec.train_steps(steps.STEP2_NETS, stage.step2, f"{desc} step 2", step2, group)
+    if cfg.projection == "encoder":  # an optimised projection needs no encoder
+        rec.train_steps(steps.STEP2_NETS, stage.step2, f"{desc} step 2", step2, group)
     collected: list[list[steps.Samples]] = [[] for _ in targets]
     # Round robin, not the cycle: every image gets collect_iters / n batches.
     for k in tqdm(range(collect_iters), desc=f"{desc} collect", leave=False,
