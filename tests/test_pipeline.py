@@ -484,7 +484,8 @@ def test_optimised_projection_finds_a_gan_image_and_its_regulariser_holds_it(gan
 def test_optimised_projection_solves_each_sample_alone_and_skips_step2(gan, sample,
                                                                      monkeypatch):
     """collect optimises its samples together, as if each were optimised alone (one
-    batch per call gives the same projections), and a stage trains no encoder."""
+    batch per call gives the same projections), and neither a stage nor joint
+    pre-training trains the encoder."""
     rec = make_reconstructor(gan, "projection=optimise", "collect_iters=3", "batchsize=2",
                              "projection_steps=5")
     target = rec.target(*sample)
@@ -500,6 +501,11 @@ def test_optimised_projection_solves_each_sample_alone_and_skips_step2(gan, samp
     last = rec.run_stage(target, reconstructor_module.stage_plan(rec.cfg)[0], "s")
     assert "step2" not in last
     for k, v in rec.nets["netEnc"].state_dict().items():
+        assert torch.equal(v, encoder[k])
+    from gan2shape.recon import pretrain as pretrain_module
+
+    weights = pretrain_module.pretrain(rec, [target, rec.target(sample[0].flip(2), sample[1])])
+    for k, v in weights["netEnc"].items():
         assert torch.equal(v, encoder[k])
     with pytest.raises(UserError, match="projection must be one of"):
         make_reconstructor(gan, "projection=nearest")
