@@ -114,7 +114,7 @@ def joint_stage(rec: Reconstructor, targets: list[steps.Target], stage, cycle: C
         i = cycle.next()
         return steps.step2_loss(ctx, targets[i], canons[i])
 
-    if cfg.projection == "encoder":  # an optimised projection needs no encoder
+    if ctx.uses_encoder:
         rec.train_steps(steps.STEP2_NETS, stage.step2, f"{desc} step 2", step2, group)
     collected: list[list[steps.Samples]] = [[] for _ in targets]
     # Round robin, not the cycle: every image gets collect_iters / n batches.

@@ -357,7 +357,7 @@ class Reconstructor:
                 lambda: steps.step3_input_loss(ctx, target, stage.flip3))
             return last
         canon = steps.canon_of(ctx, target)
-        if ctx.projector is None and self.cfg.projection == "encoder":  # else no encoder
+        if ctx.uses_encoder:
             last["step2"] = self.train_steps(steps.STEP2_NETS, stage.step2, f"{desc} step 2",
                                              lambda: steps.step2_loss(ctx, target, canon))
         n = self.cfg.collect_iters

@@ -168,6 +168,12 @@ class Context:
 
     # --- the GAN side -------------------------------------------------------------------
 
+    @property
+    def uses_encoder(self) -> bool:
+        """Whether collected samples are projected through the latent encoder (so Step 2
+        trains it): not with a projector nor with ``projection: optimise``."""
+        return self.projector is None and self.cfg.projection == "encoder"
+
     def to_image_space(self, gan_images: torch.Tensor, origin_size: int | None) -> torch.Tensor:
         """GAN output (B, 3, R, R) -> clamped (B, 3, S, S) as the input image was prepared.
 
@@ -362,9 +368,19 @@ def projection_loss(ctx: Context, target: Target, pseudo: torch.Tensor,
     samples (B, 3, S, S) and the samples themselves (masked by (B, 1, S, S)) +
     lam_regular * mean squared latent offset."""
     projected, offset = ctx.project(target, pseudo)
+    return projection_objective(ctx, projected, offset, pseudo, mask)
+
+
+def projection_objective(ctx: Context, projected: torch.Tensor, offset: torch.Tensor,
+                         pseudo: torch.Tensor, mask: torch.Tensor,
+                         pseudo_features: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Step 2's objective for projections (B, 3, S, S) made by latent offsets (B, D) of
+    pseudo samples (B, 3, S, S) masked by (B, 1, S, S): photometric + discriminator-feature
+    distance + lam_regular * mean squared offset. pseudo_features: the samples'
+    discriminator features, if already computed."""
     return (losses.photometric_loss(projected, pseudo, mask)
             + discriminator_feature_loss(ctx.discriminator, projected, pseudo, mask,
-                                         bf16=ctx.gan_bf16)
+                                         real_features=pseudo_features, bf16=ctx.gan_bf16)
             + ctx.cfg.lam_regular * losses.latent_regularisation(offset))
 
 
@@ -390,12 +406,8 @@ def optimise_projection(ctx: Context, target: Target, pseudo: Samples) -> torch.
         for i in range(cfg.projection_steps):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate((i + 0.5) / cfg.projection_steps, cfg.projection_lr)
-            projected = ctx.render_offset(target, offset)
-            loss = (losses.photometric_loss(projected, images, masks)
-                    + discriminator_feature_loss(ctx.discriminator, projected, images, masks,
-                                                 real_features=real_features,
-                                                 bf16=ctx.gan_bf16)
-                    + cfg.lam_regular * losses.latent_regularisation(offset))
+            loss = projection_objective(ctx, ctx.render_offset(target, offset), offset,
+                                        images, masks, real_features)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
