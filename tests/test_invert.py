@@ -264,3 +264,41 @@ def test_a_gan_with_an_encoder_is_inverted_in_z_from_its_estimate(gan):
     # options that ask for W keep an encoder's GAN in W
     in_w = latent_for_image(model, image, InvertOptions(steps=0, z_space=False))
     assert torch.equal(in_w, plain)
+
+
+def test_a_gan_with_an_encoder_writes_its_z_beside_w(tmp_path, gan):
+    """invert and sample save {'latent': W, 'z': z} for a GAN inverted in Z, W being the
+    mapping of z; load_latent reads the W as before, load_latent_codes both."""
+    from gan2shape.gan.encoder import ImageEncoder
+    from gan2shape.gan.latents import load_latent_codes
+
+    g, d = gan
+    torch.manual_seed(1)
+    encoder = ImageEncoder(SIZE, STYLE, CHANNELS)
+    path = tmp_path / "gan_z.pt"
+    save_stylegan2(path, g, d, generator_ema=g,
+                   extra={"encoder": {k: v.clone() for k, v in encoder.state_dict().items()}})
+    _, target = samples(g, 1, seed=7)
+    array = ((target[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(array).save(tmp_path / "p.png")
+    out = tmp_path / "inv"
+    assert cli.main(["invert", str(tmp_path / "p.png"), "--gan", str(path), "--out", str(out),
+                     "--steps", "5", "--quiet"]) == 0
+    w, z = load_latent_codes(out / "p.pt", STYLE)
+    assert z is not None and torch.equal(load_latent(out / "p.pt", STYLE), w)
+    with torch.no_grad():
+        torch.testing.assert_close(g.mapping(z), w, atol=1e-5, rtol=1e-5)
+    assert json.loads((out / "p.json").read_text())["z_space"] is True
+
+    sampled = tmp_path / "s"
+    assert cli.main(["sample", "--gan", str(path), "-n", "1", "--out", str(sampled),
+                     "--device", "cpu"]) == 0
+    w, z = load_latent_codes(sampled / "latents" / "000000.pt", STYLE)
+    with torch.no_grad():
+        torch.testing.assert_close(g.mapping(z), w, atol=1e-5, rtol=1e-5)
+    # without an encoder: the release's plain W tensor
+    save_stylegan2(tmp_path / "plain.pt", g, d, generator_ema=g)
+    assert cli.main(["invert", str(tmp_path / "p.png"), "--gan", str(tmp_path / "plain.pt"),
+                     "--out", str(tmp_path / "inv_w"), "--steps", "2", "--quiet"]) == 0
+    assert isinstance(torch.load(tmp_path / "inv_w" / "p.pt"), torch.Tensor)
+    assert load_latent_codes(tmp_path / "inv_w" / "p.pt", STYLE)[1] is None

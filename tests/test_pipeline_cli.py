@@ -202,7 +202,7 @@ def test_cycle_visits_every_index_once_per_pass(n):
 
 def test_invert_hook_takes_a_photo_without_latent(files, tmp_path, monkeypatch):
     """--invert: a non-square RGBA photo is square-cropped to the GAN's size and its latent
-    comes from gan.invert.invert_image (replaced here by a fixed latent)."""
+    comes from gan.invert.codes_for_file (replaced here by a fixed latent)."""
     from gan2shape.config import load_config
     from gan2shape.gan import invert, load_stylegan2
     from gan2shape.recon.reconstruct_command import Job, load_inputs
@@ -210,13 +210,13 @@ def test_invert_hook_takes_a_photo_without_latent(files, tmp_path, monkeypatch):
     photo = tmp_path / "photo.png"
     Image.new("RGBA", (50, 40), (255, 0, 0, 255)).save(photo)
     w = torch.full((1, STYLE_DIM), 0.5)
-    monkeypatch.setattr(invert, "invert_image", lambda path, gan, *_, **__: w)
+    monkeypatch.setattr(invert, "codes_for_file", lambda path, gan, *_, **__: (w, None))
     gan = load_stylegan2(files["gan"])
-    image, latent, mask, gt = load_inputs(Job(photo, None, "photo"), None, gan, "cpu",
+    image, latent, code, mask, gt = load_inputs(Job(photo, None, "photo"), None, gan, "cpu",
                                           load_config("tiny"))
     assert image.shape == (3, 32, 32) and torch.equal(latent, w)
     torch.testing.assert_close(image[0], torch.ones(32, 32))  # red, in [-1, 1]
-    assert mask is None and gt is None
+    assert code is None and mask is None and gt is None
 
 
 def test_a_release_yaml_names_the_gan_and_the_list_it_runs(files, tmp_path, capsys):

@@ -114,6 +114,8 @@ def test_latent_round_trip_and_release_dict(tmp_path):
     ([0.0] * 512, "not a tensor"),
     ({"w": torch.zeros(1, 512)}, "without a 'latent'"),
     (torch.zeros(1, 512, dtype=torch.int64), "floats"),
+    ({"latent": torch.zeros(1, 512), "z": torch.zeros(1, 64)}, "expected a z latent"),
+    ({"latent": torch.zeros(1, 512), "z": torch.full((1, 512), float("inf"))}, "infinite"),
 ])
 def test_bad_latents(tmp_path, obj, match):
     path = tmp_path / "w.pt"

@@ -194,7 +194,7 @@ def test_sample_output_feeds_reconstruct_through_the_release_layout(files, tmp_p
                                       preset="tiny")
     assert [j.latent for j in jobs] == [out / "latents" / "000000.pt",
                                         out / "latents" / "000001.pt"]
-    assert all(w.shape == (1, STYLE_DIM) for w in latents)
+    assert all(w.shape == (1, STYLE_DIM) and z is None for w, z in latents)
 
 
 def test_inversion_shows_progress(capsys):

@@ -383,6 +383,19 @@ def latent_for_image(gan, image: torch.Tensor, options: InvertOptions | None = N
     return codes_for_image(gan, image, options, seed, mask, poor_fit_db)[0]
 
 
+def inversion_start(gan, target: torch.Tensor, options: InvertOptions | None = None
+                    ) -> tuple[InvertOptions, str | torch.Tensor]:
+    """(options, init) of :func:`invert` for ``target`` (B, 3, S, S) at the GAN's size: a
+    GAN with an image encoder (``gan.encoder``) is inverted in Z from the encoder's estimate
+    unless ``options`` say W or W+; others as ``options`` say, from the mean."""
+    options = options or InvertOptions()
+    encoder = getattr(gan, "encoder", None)
+    if encoder is None or options.w_plus or options.z_space is False:
+        return options, "mean"
+    with torch.no_grad():
+        return replace(options, z_space=True), encoder(target)[0]
+
+
 def codes_for_image(gan, image: torch.Tensor, options: InvertOptions | None = None,
                     seed: int = 0, mask: torch.Tensor | None = None,
                     poor_fit_db: float = POOR_FIT_PSNR_DB
@@ -396,16 +409,10 @@ def codes_for_image(gan, image: torch.Tensor, options: InvertOptions | None = No
     say W or W+); others in W from the mean latent. Warns (:class:`PoorFitWarning`) when the
     projection's PSNR is below ``poor_fit_db``.
     """
-    options = options or InvertOptions()
     generator = gan.generator
     device = next(generator.parameters()).device
     target = prepare_image(image.to(device), generator.size)
-    init = "mean"
-    encoder = getattr(gan, "encoder", None)
-    if encoder is not None and not options.w_plus and options.z_space is not False:
-        options = replace(options, z_space=True)
-        with torch.no_grad():
-            init = encoder(target)[0]
+    options, init = inversion_start(gan, target, options)
     result = invert(generator, target, options, gan.discriminator, mask, init, seed)
     message = fit_warning(float(result.psnr_db[0]), poor_fit_db)
     if message:
@@ -413,16 +420,22 @@ def codes_for_image(gan, image: torch.Tensor, options: InvertOptions | None = No
     return result.latents[:1], None if result.z is None else result.z[:1]
 
 
-def invert_image(path, gan, options: InvertOptions | None = None, device=None, crop=None,
-                 seed: int = 0, poor_fit_db: float = POOR_FIT_PSNR_DB) -> torch.Tensor:
-    """The W latent (1, style_dim) of the image file ``path`` (``reconstruct --invert``).
-
-    The photo is preprocessed as ``gan2shape invert`` does (EXIF, RGBA, greyscale, centre
-    square or ``crop`` box, resize to the GAN's size); see :func:`latent_for_image`.
-    """
+def codes_for_file(path, gan, options: InvertOptions | None = None, device=None, crop=None,
+                   seed: int = 0, poor_fit_db: float = POOR_FIT_PSNR_DB
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(W (1, style_dim), z (1, style_dim) or None) of the image file ``path``
+    (``reconstruct --invert``): :func:`codes_for_image` of the photo preprocessed as
+    ``gan2shape invert`` does (EXIF, RGBA, greyscale, centre square or ``crop`` box, resize
+    to the GAN's size)."""
     from .images import load_image
 
     generator = gan.generator
     device = device or next(generator.parameters()).device
     image = load_image(path, generator.size, crop).to(device)
-    return latent_for_image(gan, image, options, seed, poor_fit_db=poor_fit_db)
+    return codes_for_image(gan, image, options, seed, poor_fit_db=poor_fit_db)
+
+
+def invert_image(path, gan, options: InvertOptions | None = None, device=None, crop=None,
+                 seed: int = 0, poor_fit_db: float = POOR_FIT_PSNR_DB) -> torch.Tensor:
+    """The W latent (1, style_dim) of the image file ``path`` (:func:`codes_for_file`'s W)."""
+    return codes_for_file(path, gan, options, device, crop, seed, poor_fit_db)[0]

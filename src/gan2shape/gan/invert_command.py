@@ -1,8 +1,10 @@
 """``gan2shape invert``: project photos into a StyleGAN2 and save their latents.
 
 Per image ``<out>/<stem>.pt`` (the latent: the release's (1, 512) W format, or
-(1, n_latent, 512) with ``--w-plus``), ``<out>/<stem>.png`` (the GAN's image of that latent)
-and ``<out>/<stem>.json`` (final losses, PSNR, settings). Images whose three outputs exist are
+(1, n_latent, 512) with ``--w-plus``; for a GAN with an image encoder, which is inverted in
+its input space Z, the dict {'latent': W, 'z': z} that ``latent_space: z`` needs),
+``<out>/<stem>.png`` (the GAN's image of that latent) and ``<out>/<stem>.json`` (final
+losses, PSNR, settings). Images whose three outputs exist are
 skipped, so an interrupted run over a long list (or one stopped by an unreadable file, with
 its one-line error) resumes where it stopped. Started by torchrun, process r of w inverts
 images r, r + w, ... of the list, each process on its own GPU.
@@ -24,7 +26,7 @@ from ..errors import UserError, check_number
 from ..fileio import save_image, save_json, save_torch, writable_dir
 from .checkpoint import load_stylegan2
 from .images import load_image, tensor_to_uint8
-from .invert import POOR_FIT_PSNR_DB, InvertOptions, fit_warning, invert
+from .invert import POOR_FIT_PSNR_DB, InvertOptions, fit_warning, inversion_start, invert
 from .latents import save_latent
 
 OUTPUT_SUFFIXES = (".pt", ".png", ".json")
@@ -129,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
         chunk = todo[start:start + args.batch]
         images = torch.stack([load_image(p, generator.size, crop) for p in chunk]).to(device)
         tic = time.perf_counter()
-        result = invert(generator, images, options, gan.discriminator, seed=args.seed)
+        chunk_options, init = inversion_start(gan, images, options)
+        result = invert(generator, images, chunk_options, gan.discriminator, init=init,
+                        seed=args.seed)
         seconds = (time.perf_counter() - tic) / len(chunk)
         for k, path in enumerate(chunk):
             psnr = float(result.psnr_db[k])
@@ -138,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
             if args.w_plus:
                 save_torch(latent.clone(), f"{stem}.pt")
             else:
-                save_latent(f"{stem}.pt", latent)
+                save_latent(f"{stem}.pt", latent,
+                            None if result.z is None else result.z[k:k + 1].cpu())
             save_image(tensor_to_uint8(result.images[k]), f"{stem}.png")
             message = fit_warning(psnr, args.poor_fit_db)
             save_json({
@@ -146,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
                 "losses": {name: float(v[k]) for name, v in result.losses.items()},
                 "poor_fit": message is not None, "poor_fit_threshold_db": args.poor_fit_db,
                 "steps": args.steps, "lr": args.lr, "w_plus": args.w_plus,
+                "z_space": result.z is not None,
                 "noise": args.noise, "perceptual": args.perceptual, "seed": args.seed,
                 "crop": crop, "gan": str(checkpoint), "seconds": seconds,
             }, f"{stem}.json")

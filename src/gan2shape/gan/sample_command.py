@@ -1,7 +1,8 @@
 """``gan2shape sample``: images from a StyleGAN2 with their W latents, in the release's layout.
 
 Writes ``OUT/images/<stem>.png``, ``OUT/latents/<stem>.pt`` (a (1, 512) W tensor: the image
-is synthesis(W) with the checkpoint's stored noise) and ``OUT/list.txt`` (one image path per
+is synthesis(W) with the checkpoint's stored noise; for a GAN with an image encoder at
+truncation 1, the dict {'latent': W, 'z': z}) and ``OUT/list.txt`` (one image path per
 line, relative to OUT). Image i is drawn from its own seed (derived from --seed and i), so an
 interrupted run resumes where it stopped and produces the same files as an uninterrupted one.
 """
@@ -68,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
             (out / "latents" / f"{stem}.pt").is_file()
 
     todo = [i for i, stem in enumerate(stems) if not done(stem)]
+    # A GAN with an image encoder is used in its input space Z (``latent_space: z``), so its
+    # samples' latent files carry their z too (exact only without truncation).
+    keep_z = gan.encoder is not None and args.truncation == 1.0
     mean = None
     if todo and args.truncation < 1.0:
         mean = gan.latent_avg if gan.latent_avg is not None else g.mean_latent()
@@ -80,8 +84,9 @@ def run(args: argparse.Namespace) -> int:
             if mean is not None:
                 w = mean + args.truncation * (w - mean)
             images = g.synthesis(w)
-            for i, wi, img in zip(chunk, w, images, strict=True):
-                save_latent(out / "latents" / f"{stems[i]}.pt", wi[None])
+            for i, zi, wi, img in zip(chunk, z, w, images, strict=True):
+                save_latent(out / "latents" / f"{stems[i]}.pt", wi[None],
+                            zi[None] if keep_z else None)
                 save_image(to_uint8(img), out / "images" / f"{stems[i]}.png")
             bar.update(len(chunk))
     save_text("".join(f"images/{stem}.png\n" for stem in stems), out / "list.txt")

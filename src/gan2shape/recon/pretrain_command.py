@@ -56,9 +56,9 @@ def run(args) -> int:
         rec = Reconstructor(gan, cfg, pretrained=args.pretrained, device=device, progress=show)
         targets = []
         mine = group.shard(list(zip(jobs, latents, strict=True)))
-        for job, latent in tqdm(mine, desc="loading images", leave=False, disable=not show):
-            image, latent, mask, _ = load_inputs(job, latent, gan, device, cfg, show)
-            targets.append(rec.target(image, latent, mask, job.name))
+        for job, codes in tqdm(mine, desc="loading images", leave=False, disable=not show):
+            image, latent, code, mask, _ = load_inputs(job, codes, gan, device, cfg, show)
+            targets.append(rec.target(image, latent, mask, job.name, code))
         checkpoint = args.out / STAGE_CHECKPOINT
         result = pretrain(rec, targets, checkpoint, group)
     if group.is_main:

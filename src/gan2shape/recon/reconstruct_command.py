@@ -184,18 +184,18 @@ def make_jobs(args) -> list[Job]:
     return jobs
 
 
-def latent_by_inversion(image_path: Path, gan, device: torch.device,
-                        progress: bool = False) -> torch.Tensor:
-    """Hook for ``--invert``: the W latent (1, style_dim) of an image that has none, by
-    ``gan2shape.gan.invert.invert_image`` (optimisation-based projection; ``progress``: a
-    bar over its steps)."""
+def latent_by_inversion(image_path: Path, gan, device: torch.device, progress: bool = False
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Hook for ``--invert``: (W latent (1, style_dim), its z or None) of an image that has
+    none, by ``gan2shape.gan.invert.codes_for_file`` (optimisation-based projection, in Z for
+    a GAN with an image encoder; ``progress``: a bar over its steps)."""
     try:
         from ..gan import invert
     except ImportError as exc:
         raise UserError("--invert needs GAN inversion (gan2shape.gan.invert), which this "
                         "installation lacks; give latent files instead") from exc
-    return invert.invert_image(image_path, gan, invert.InvertOptions(progress=progress),
-                               device=device)
+    return invert.codes_for_file(image_path, gan, invert.InvertOptions(progress=progress),
+                                 device=device)
 
 
 # option -> the config key that is its default (the release's YAML files carry these paths)
@@ -228,7 +228,7 @@ def prepare(args, group: Group = SINGLE):
     here, before any long work starts. Under torchrun (``group``), each process gets its
     own GPU."""
     from ..gan import load_stylegan2
-    from ..gan.latents import load_latent
+    from ..gan.latents import load_latent_codes
 
     overrides = list(args.overrides)
     if args.gan is not None:
@@ -255,31 +255,31 @@ def prepare(args, group: Group = SINGLE):
             setattr(cfg, key, value)
     cfg.check_gan(gan.size, gan.channel_multiplier)
     style_dim = gan.generator.style_dim
-    latents = [load_latent(j.latent, style_dim) if j.latent is not None else None
+    latents = [load_latent_codes(j.latent, style_dim) if j.latent is not None else None
                for j in jobs]
     if args.pretrained is not None and not args.pretrained.is_file():
         raise UserError(f"GAN2Shape weights not found: {args.pretrained}")
     return cfg, jobs, device, gan, latents
 
 
-def load_inputs(job: Job, latent: torch.Tensor | None, gan, device, cfg,
-                progress: bool = False):
-    """(image, latent, mask, gt_depth) of one job, the latent by inversion when missing
-    (``progress``: the inversion's bar)."""
+def load_inputs(job: Job, codes: tuple[torch.Tensor, torch.Tensor | None] | None, gan, device,
+                cfg, progress: bool = False):
+    """(image, latent, code, mask, gt_depth) of one job: its W latent and z (or None) from
+    ``codes``, or by inversion when None (``progress``: the inversion's bar)."""
     from ..eval import gt_depth_from_png
     from ..gan.images import check_resolution, load_image
     from .priors import load_mask
 
-    if latent is None:  # a photo: square-cropped and resized as the inversion sees it
+    if codes is None:  # a photo: square-cropped and resized as the inversion sees it
         image = load_image(job.image, gan.size)
-        latent = latent_by_inversion(job.image, gan, device, progress)
+        codes = latent_by_inversion(job.image, gan, device, progress)
     else:  # a GAN sample at its own size: the reconstructor crops and resizes it
         image = load_image(job.image)
         check_resolution(job.image, image.shape[-1], cfg.image_size)
     mask = load_mask(job.mask) if job.mask is not None else None
     gt = gt_depth_from_png(job.gt_depth, min_depth=cfg.min_depth,
                            max_depth=cfg.max_depth) if job.gt_depth is not None else None
-    return image, latent, mask, gt
+    return image, *codes, mask, gt
 
 
 def run(args) -> int:
@@ -297,13 +297,13 @@ def run(args) -> int:
     digests = {j.name: settings_digest(cfg, {"image": j.image, "latent": j.latent,
                                              "mask": j.mask}) for j, _ in mine}
     todo, stale = [], []
-    for job, latent in mine:
+    for job, codes in mine:
         meshes = all((args.out / job.name / f"mesh.{fmt}").is_file() for fmt in args.mesh_format)
         if is_finished(args.out / job.name) and meshes:
             if recorded_digest(args.out / job.name) == digests[job.name]:
                 continue
             stale.append(job.name)
-        todo.append((job, latent))
+        todo.append((job, codes))
     if stale and not args.overwrite:
         raise stale_error(args.out, stale)
     for name in stale:  # --overwrite: unfinished until redone, no stale stage checkpoint
@@ -320,12 +320,12 @@ def run(args) -> int:
         return 0
     show = not args.quiet and group.is_main
     rec = Reconstructor(gan, cfg, pretrained=args.pretrained, device=device, progress=show)
-    for job, latent in tqdm(todo, desc="images", unit="image", disable=not show):
-        image, latent, mask, gt = load_inputs(job, latent, gan, device, cfg, show)
+    for job, codes in tqdm(todo, desc="images", unit="image", disable=not show):
+        image, latent, code, mask, gt = load_inputs(job, codes, gan, device, cfg, show)
         out_dir = args.out / job.name
         checkpoint = out_dir / STAGE_CHECKPOINT
         result = rec.fit(image, latent, mask=mask, gt_depth=gt, name=job.name,
-                         checkpoint=checkpoint)
+                         checkpoint=checkpoint, code=code)
         result.metrics[DIGEST_KEY] = digests[job.name]
         result.export(out_dir, mesh_formats=tuple(args.mesh_format))
         checkpoint.unlink(missing_ok=True)

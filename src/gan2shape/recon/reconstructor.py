@@ -221,8 +221,9 @@ class Reconstructor:
         style_dim = self.ctx.generator.style_dim
         if cfg.latent_space == "z" and cfg.use_gan_samples:
             if code is None:
-                raise UserError(f"{what}: latent_space z needs the image's input latent z "
-                                "(an inversion in Z), not only its W")
+                raise UserError(f"{what}: latent_space z needs the image's input latent z, "
+                                "not only its W: use --invert, or latent files written by "
+                                "'gan2shape invert' or 'gan2shape sample' for this GAN")
             code = torch.as_tensor(code).float().reshape(1, -1).to(dev)
             if code.shape[1] != style_dim:
                 raise UserError(f"{what}: z has {code.shape[1]} features, the GAN {style_dim}")
