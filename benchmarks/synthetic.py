@@ -2,7 +2,7 @@
 
     python benchmarks/synthetic.py [--images 20] [--first 0] [--preset PRESET] [--set KEY=VALUE ...]
         [--out runs/synthetic] [--device auto] [--invert-steps 300] [--threads 1] [--oracle]
-        [--family v1] [--split test] [--family-oracle] [--oracles-only] [--baselines-only]
+        [--family v2] [--split test] [--family-oracle] [--oracles-only] [--baselines-only]
         [--report]
 
 For each of the first N held-out test faces (family ``embedded.TEST_SEED``; the embedded GAN
@@ -33,8 +33,9 @@ Results are cached per face in ``OUT/images/testNNNN.json`` (atomically, after e
 so a rerun with the same settings skips what is done; a change of settings (preset,
 overrides, inversion steps, GAN weights) recomputes. The GAN is the embedded model as first
 snapshotted into ``OUT/`` (the packaged asset may be replaced while it trains), or ``--gan``.
-``--family v2`` scores the test faces of another version of the procedural family, with its
-exact view and light priors (written into ``OUT/``) and its preset
+``--family v1`` scores the test faces of the first version of the procedural family (the
+first embedded model's), with its exact view and light priors (written into ``OUT/``) and its
+preset
 (``heldout.FAMILY_PRESETS``); the learned methods then need ``--gan``, a GAN trained on that
 family. ``--baselines-only`` scores the three baselines alone (any family, no GAN needed:
 the embedded model only provides the mask estimate's setting). ``--report`` only prints the
@@ -253,7 +254,9 @@ class Bench:
             oracle = Reconstructor(self.gan, self.cfg, device=self.device, progress=False,
                                    sequences=NO_SEQUENCES, projector=projector)
             light = heldout.input_light(scene) if oracle_name == ORACLES[1] else None
-            result = oracle.fit(image, torch.zeros(1, style_dim), gt_depth=gt, light=light)
+            # (the projector replaces the GAN's projection: the latent and its z are unused)
+            zero = torch.zeros(1, style_dim)
+            result = oracle.fit(image, zero, gt_depth=gt, light=light, code=zero)
             seconds[oracle_name] = time.perf_counter() - start
             scores[oracle_name] = {k: result.metrics[k] for k in ("SIDE", "MAD_deg")}
             save_json(record, path)

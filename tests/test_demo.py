@@ -3,8 +3,10 @@
 import json
 
 import pytest
+import torch
 
 from gan2shape import cli, embedded
+from gan2shape.data import scenes
 from gan2shape.gan import load_stylegan2
 from gan2shape.recon import OUTPUT_FILES
 
@@ -12,8 +14,12 @@ from gan2shape.recon import OUTPUT_FILES
 def test_embedded_model_loads_and_matches_its_data():
     gan = embedded.load_embedded_gan()
     assert gan.size == embedded.IMAGE_SIZE
-    assert gan.generator.style_dim == 512  # the release's latent format
+    assert gan.generator.style_dim == 64 and gan.encoder is not None  # inverted in Z
     assert gan.discriminator is not None
+    for name, exact in ((embedded.VIEW_PRIOR_FILE, scenes.view_prior(family=embedded.FAMILY)),
+                        (embedded.LIGHT_PRIOR_FILE, scenes.light_prior(embedded.FAMILY))):
+        shipped = torch.load(embedded.asset_path(name))
+        assert all(torch.equal(shipped[k], exact[k]) for k in ("mean", "cov")), name
 
 
 def test_demo_end_to_end_reduced_schedule(tmp_path, capsys):

@@ -80,7 +80,8 @@ def test_estimate_beats_the_prior_mean_on_a_side_lit_face():
         cfg = load_config("demo", overrides=[f"input_light={how}"])
         rec = Reconstructor(gan, cfg, progress=False)
         rec.ctx.prior.light_mean = scenes.light_prior("v2")["mean"]
-        target = rec.target(scene["image"][0], torch.zeros(1, gan.generator.style_dim))
+        zero = torch.zeros(1, gan.generator.style_dim)
+        target = rec.target(scene["image"][0], zero, code=zero)
         with torch.no_grad():
             light = rec.ctx.predict(target.image, depth_offset=target.depth_offset,
                                     light=target.light).f.light

@@ -72,17 +72,19 @@ def test_true_light_lights_the_input_with_the_scene_light(bench):
 
     cfg = load_config("demo", overrides=[
         f"view_mvn_path={embedded.asset_path(embedded.VIEW_PRIOR_FILE)}",
-        f"light_mvn_path={embedded.asset_path(embedded.LIGHT_PRIOR_FILE)}"])
+        f"light_mvn_path={embedded.asset_path(embedded.LIGHT_PRIOR_FILE)}",
+        "input_light=network"])  # else the input's light is the estimate from the image
     rec = Reconstructor(load_stylegan2(embedded.asset_path(embedded.GAN_FILE)), cfg,
                         progress=False)
     scene = heldout.heldout_scenes([0])
-    target = bench.face_target(rec, scene, torch.zeros(1, 512), true_light=True)
+    zero = torch.zeros(1, rec.ctx.generator.style_dim)
+    target = bench.face_target(rec, scene, zero, true_light=True, code=zero)
     light = rec.ctx.predict(target.image, depth_offset=target.depth_offset,
                             light=target.light).f.light
     expected = heldout.input_light(scene)
     assert torch.allclose(light.ambient, expected.ambient)
     assert torch.allclose(light.direction, expected.direction)
-    estimated = bench.face_target(rec, scene, torch.zeros(1, 512), true_light=False)
+    estimated = bench.face_target(rec, scene, zero, true_light=False, code=zero)
     assert estimated.light is None
 
 

@@ -194,14 +194,17 @@ def test_check_gan_fills_in_or_refuses():
     assert (open_.gan_size, open_.channel_multiplier) == (32, None)
 
 
-def test_demo_v2_is_the_demo_with_v2s_light_settings():
+def test_the_demo_preset_is_made_for_the_embedded_v2_gan():
     from gan2shape.config import preset_for_gan
     from gan2shape.data import scenes
+    from gan2shape.eval.heldout import FAMILY_PRESETS
 
-    demo, v2 = load_config("demo").to_dict(), load_config("demo_v2").to_dict()
-    changed = {k for k in demo if demo[k] != v2[k]}
-    assert changed == {"gan_size", "input_light", "rand_light"}
-    # Pseudo samples relit inside v2's own light directions, with no strength jitter.
+    demo = load_config("demo")
+    # Pseudo samples relit inside v2's own light directions, with no strength jitter, and
+    # projected by optimisation in Z (the embedded GAN has an image encoder).
     box = scenes.light_raw_ranges("v2")
-    assert v2["rand_light"] == [*box["lx"], *box["ly"], 0.0, 0.0, 0.0]
+    assert demo.rand_light == [*box["lx"], *box["ly"], 0.0, 0.0, 0.0]
+    assert (demo.latent_space, demo.projection, demo.pseudo_views) == ("z", "optimise", False)
     assert preset_for_gan(64) == "demo"
+    assert FAMILY_PRESETS == {"v1": "demo_v1", "v2": "demo"}
+    assert load_config("demo_v1").gan_size is None  # not a second preset for 64 px GANs

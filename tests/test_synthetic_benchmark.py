@@ -90,8 +90,8 @@ def test_oracle_rows_appear_when_every_face_has_them(bench):
 
 
 def test_baselines_only_scores_the_family_asked_for(tmp_path):
-    """--baselines-only: only the three baselines; --family v1 scores exactly what the
-    default run scores, v2 other faces with v2's preset."""
+    """--baselines-only: only the three baselines; --family v2 (the embedded model's)
+    scores exactly what the default run scores, v1 other faces with v1's preset."""
     from gan2shape.eval import heldout
 
     def run(name: str, *args: str) -> tuple[str, list[dict]]:
@@ -103,21 +103,21 @@ def test_baselines_only_scores_the_family_asked_for(tmp_path):
                  for i in range(2)])
 
     default, v1, v2 = run("default"), run("v1", "--family", "v1"), run("v2", "--family", "v2")
-    assert all(set(scores) == set(heldout.BASELINES) for scores in v2[1])
-    assert v1[1] == default[1] and v2[1] != v1[1]
-    assert "family v2" in v2[0] and "preset demo_v2" in v2[0] and "| no GAN" not in v2[0]
-    assert "family v1" in v1[0] and "preset demo." in v1[0]
+    assert all(set(scores) == set(heldout.BASELINES) for scores in v1[1])
+    assert v2[1] == default[1] and v2[1] != v1[1]
+    assert "family v1" in v1[0] and "preset demo_v1" in v1[0] and "| no GAN" not in v1[0]
+    assert "family v2" in v2[0] and "preset demo." in v2[0]
 
 
 def test_another_family_needs_its_own_gan(tmp_path):
-    result = subprocess.run([sys.executable, str(SCRIPT), "--family", "v2", "--images", "1",
+    result = subprocess.run([sys.executable, str(SCRIPT), "--family", "v1", "--images", "1",
                              "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode != 0
-    assert "give --gan with a GAN trained on v2, or --baselines-only" in result.stderr
+    assert "give --gan with a GAN trained on v1, or --baselines-only" in result.stderr
 
 
 def test_family_oracle_row_and_its_setting_checks(bench, tmp_path):
-    settings = {"preset": "demo_v2", "overrides": [], "gan": "abc", "invert_steps": 3,
+    settings = {"preset": "demo", "overrides": [], "gan": "abc", "invert_steps": 3,
                 "split": "validation", "family": "v2"}
     records = {i: {"scores": {m: {"SIDE": 0.01, "MAD_deg": 10.0} for m in bench.METHODS[:3]},
                    "seconds": {}} for i in range(2)}
@@ -127,7 +127,8 @@ def test_family_oracle_row_and_its_setting_checks(bench, tmp_path):
     text = bench.table(records, settings, "cpu", methods=bench.METHODS[:3])
     assert "held-out validation faces 0..1 (procedural family v2, seed 2)" in text
     assert "| family GAN | 0.300 ± 0.141 | 9.00 ± 0.00 | 5 ± 0 |" in text
-    for extra, message in ((["--family-oracle"], "add --set pseudo_views=false"),
+    for extra, message in ((["--family-oracle", "--set", "pseudo_views=true"],
+                            "add --set pseudo_views=false"),
                            (["--oracles-only"], "--oracles-only needs --oracle")):
         run = subprocess.run([sys.executable, str(SCRIPT), "--images", "1", "--out",
                               str(tmp_path / "x"), *extra], capture_output=True, text=True)

@@ -1,6 +1,7 @@
 """The embedded model shipped inside the package: a small 64 px StyleGAN2 trained by the
-project on its procedural faces (``gan2shape make-data`` + ``gan2shape train-gan``), and the
-exact view and light priors of that data. See ``assets/MODEL_CARD.md``.
+project on fresh renders of its procedural faces (``gan2shape train-gan --procedural``) with
+the image encoder it is inverted in Z from, and the exact view and light priors of that
+family. See ``assets/MODEL_CARD.md``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ TRAIN_SEED = 0
 TEST_SEED = 1
 VALIDATION_SEED = 2
 # The version of the procedural family the embedded GAN was trained on.
-FAMILY = "v1"
+FAMILY = "v2"
 IMAGE_SIZE = 64
 NAME = "embedded"  # the ``--gan`` value that picks the shipped model
 GAN_HELP = (f"StyleGAN2 checkpoint (rosinality format: 'g_ema' and 'd'), or '{NAME}': the "

@@ -23,7 +23,7 @@ BASELINES = ("constant depth", "average ground-truth depth", "ellipsoid prior")
 
 SPLIT_SEEDS = {"test": embedded.TEST_SEED, "validation": embedded.VALIDATION_SEED}
 # The reconstruction preset made for a GAN trained on each version of the family.
-FAMILY_PRESETS = {"v1": "demo", "v2": "demo_v2"}
+FAMILY_PRESETS = {"v1": "demo_v1", "v2": "demo"}
 
 
 def family_prior_overrides(family: str, folder: str | Path) -> list[str]:
