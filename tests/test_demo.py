@@ -36,7 +36,7 @@ def test_demo_end_to_end_reduced_schedule(tmp_path, capsys):
     for s in scores.values():
         assert 0 <= s["SIDE"] < 1 and 0 <= s["MAD_deg"] < 90
     printed = capsys.readouterr().out
-    assert "SIDE x1e-2" in printed and "GAN2Shape" in printed
+    assert "SIDE x1e-2" in printed and "the ellipsoid prior it started from" in printed
     assert not (out / "test0000.checkpoint.pt").exists()
     load_stylegan2(embedded.asset_path(embedded.GAN_FILE))
 
@@ -46,3 +46,31 @@ def test_demo_rejects_bad_arguments(tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["demo", "--no-such-flag"])
+
+
+@pytest.mark.slow
+def test_packaged_models_projections_carry_shape_on_two_validation_faces():
+    """benchmarks/projection.py on the shipped model and preset: the projections Step 3
+    learns from are nearer the truth than the pseudo samples they project (a positive
+    information ratio of the means) on v2's validation faces 0-1 (about 3 minutes)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "projection.py"
+    out = subprocess.run([sys.executable, str(script), "--split", "validation", "--images", "2",
+                          "--samples", "8", "--threads", "2"],
+                         capture_output=True, text=True, check=True).stdout
+    ratio = float(re.search(r"information ratio of the means, projected: ([-+.\d]+)", out)[1])
+    assert ratio > 0, out
+
+
+def test_gain_over_the_prior_by_hand():
+    from gan2shape.demo_command import gain_over_prior
+
+    prior = {"SIDE": 0.005, "MAD_deg": 17.0}
+    line = gain_over_prior(prior, {"SIDE": 0.004, "MAD_deg": 15.5})
+    assert "better than" in line and "SIDE -20 %" in line and "MAD -1.50 deg" in line
+    assert "worse than" in gain_over_prior(prior, {"SIDE": 0.006, "MAD_deg": 18.0})
+    assert "mixed" in gain_over_prior(prior, {"SIDE": 0.004, "MAD_deg": 18.0})

@@ -40,6 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a StyleGAN2 checkpoint to use instead of the embedded model")
 
 
+def gain_over_prior(prior: dict[str, float], result: dict[str, float]) -> str:
+    """One line: what the reconstruction changed against the ellipsoid prior it started
+    from (both {'SIDE', 'MAD_deg'}); negative changes are gains."""
+    side = (result["SIDE"] - prior["SIDE"]) / prior["SIDE"] * 100
+    mad = result["MAD_deg"] - prior["MAD_deg"]
+    verdict = "better than" if side < 0 and mad < 0 else \
+        "worse than" if side > 0 and mad > 0 else "mixed against"
+    return (f"GAN2Shape is {verdict} the ellipsoid prior it started from: SIDE {side:+.0f} %, "
+            f"MAD {mad:+.2f} deg")
+
+
 def run(args: argparse.Namespace) -> int:
     from .devices import resolve_device
     from .errors import UserError
@@ -89,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{'depth from':<30}{'SIDE x1e-2':>12}{'MAD deg':>10}")
     for name, s in scores.items():
         print(f"{name:<30}{s['SIDE'] * 100:>12.3f}{s['MAD_deg']:>10.2f}")
+    print(gain_over_prior(scores["ellipsoid prior"], scores["GAN2Shape (this run)"]))
     print(f"\ninversion {invert_s:.0f} s, total {total_s:.0f} s; outputs in {out / stem}")
     save_json({"scores": scores, "inversion_seconds": invert_s, "total_seconds": total_s,
                "device": str(device), "test_index": args.index}, out / "demo_metrics.json")
