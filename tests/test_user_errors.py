@@ -168,7 +168,7 @@ def _prepare(**given):
 
 def test_the_preset_follows_the_gan_and_embedded_brings_its_priors(files, tmp_path, capsys):
     w = tmp_path / "w.pt"
-    save_latent(w, torch.zeros(1, 512))
+    save_latent(w, torch.zeros(1, 64), torch.zeros(1, 64))  # the embedded GAN's W and z
     cfg, jobs, *_ = _prepare(images=[files / "img.png"], latent=[w],
                              gan=command.Path("embedded"))
     assert cfg.image_size == 64 and cfg.prior_near == 0.975  # the demo preset
@@ -183,6 +183,11 @@ def test_the_preset_follows_the_gan_and_embedded_brings_its_priors(files, tmp_pa
     err = error_of(capsys, "reconstruct", files / "img.png", "--gan", "embedded", "--latent",
                    w, "--preset", "celeba", "--out", tmp_path / "o")
     assert "128 px GAN" in err
+    # its preset works in Z: a latent file with only a W is refused before any work
+    save_latent(tmp_path / "w_only.pt", torch.zeros(1, 64))
+    err = error_of(capsys, "reconstruct", files / "img.png", "--gan", "embedded", "--latent",
+                   tmp_path / "w_only.pt", "--preset", "demo", "--out", tmp_path / "o")
+    assert "holds only a W" in err
 
 
 def test_sample_output_feeds_reconstruct_through_the_release_layout(files, tmp_path):

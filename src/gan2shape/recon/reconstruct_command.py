@@ -257,6 +257,13 @@ def prepare(args, group: Group = SINGLE):
     style_dim = gan.generator.style_dim
     latents = [load_latent_codes(j.latent, style_dim) if j.latent is not None else None
                for j in jobs]
+    if cfg.latent_space == "z" and cfg.use_gan_samples:
+        for job, codes in zip(jobs, latents, strict=True):
+            if codes is not None and codes[1] is None:
+                raise UserError(f"{job.latent}: latent_space z needs each image's input "
+                                "latent z, and this file holds only a W: use --invert, or "
+                                "latent files written by 'gan2shape invert' or "
+                                "'gan2shape sample' for this GAN")
     if args.pretrained is not None and not args.pretrained.is_file():
         raise UserError(f"GAN2Shape weights not found: {args.pretrained}")
     return cfg, jobs, device, gan, latents
