@@ -225,13 +225,14 @@ def test_sample_and_invert_take_the_embedded_gan(tmp_path):
                      "--device", "cpu"]) == 0
     image = samples / "images" / "000000.png"
     assert Image.open(image).size == (embedded.IMAGE_SIZE, embedded.IMAGE_SIZE)
-    assert torch.load(samples / "latents" / "000000.pt").shape == (1, 512)
+    saved = torch.load(samples / "latents" / "000000.pt")  # W and z: it is used in Z
+    assert saved["latent"].shape == saved["z"].shape == (1, 64)
     out = tmp_path / "i"
     assert cli.main(["invert", str(image), "--gan", "embedded", "--steps", "2",
                      "--perceptual", "none", "--device", "cpu", "--quiet",
                      "--out", str(out)]) == 0
     record = json.loads((out / "000000.json").read_text())
-    assert record["gan"] == str(embedded.asset_path(embedded.GAN_FILE))
+    assert record["gan"] == str(embedded.asset_path(embedded.GAN_FILE)) and record["z_space"]
     assert Image.open(out / "000000.png").size == (embedded.IMAGE_SIZE, embedded.IMAGE_SIZE)
 
 
