@@ -71,7 +71,8 @@ def realism(discriminator, image, depth, light, lights, fov) -> torch.Tensor:
 def measure_face(gan, rec: Reconstructor, index: int, args) -> dict:
     cfg = rec.cfg
     scene = heldout.heldout_scenes([index])
-    target = rec.target(scene["image"][0], torch.zeros(1, gan.generator.style_dim))
+    zero = torch.zeros(1, gan.generator.style_dim)  # only the image's mask is used
+    target = rec.target(scene["image"][0], zero, code=zero)
     light = factors.light_from_raw(torch.zeros(1, 4), rec.ctx.light_mean)
     prior = ellipsoid_prior(target.mask[0, 0], cfg.category, cfg.prior_near, cfg.prior_far)[None]
     truth = scene["depth"]
