@@ -224,7 +224,8 @@ def apply_config_paths(args, cfg) -> None:
 
 
 def prepare(args, group: Group = SINGLE):
-    """Config, jobs, device, GAN and latents from the arguments; every input is checked
+    """Config, jobs, device, GAN and latents ((W, z or None) per job, None where it is to
+    be inverted) from the arguments; every input is checked
     here, before any long work starts. Under torchrun (``group``), each process gets its
     own GPU."""
     from ..gan import load_stylegan2
