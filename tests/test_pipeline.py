@@ -300,6 +300,47 @@ def test_rendered_sample_params_explain_unprojected_pseudo_samples_exactly(gan, 
     assert predicted > input_only + 1e-3
 
 
+def test_refined_sample_lights_learn_the_light_a_projection_shows(gan, sample):
+    """sample_params refined: samples that show the current shape under other lights than
+    they were rendered under are explained exactly once Step 3's light offsets reach those
+    lights; the offsets start at 0 (the rendered lights) and only they move here."""
+    rec = make_reconstructor(gan, "perceptual=none", "pseudo_views=false", "lam_input3=0",
+                             "sample_params=refined")
+    ctx = rec.ctx
+    target = rec.target(*sample)
+    canon = steps.canon_of(ctx, target)
+    torch.manual_seed(3)
+    pseudo = steps.sample_pseudo(ctx, canon, 4)
+    shown = factors.Light(pseudo.lights.ambient + 0.1, pseudo.lights.diffuse - 0.15,
+                          factors.light_direction(torch.tensor([[0.3, 0.1], [-0.4, 0.2],
+                                                                [0.1, -0.3], [0.5, 0.4]])))
+    with torch.no_grad():
+        texture = factors.canonical_image(canon.albedo.expand(4, -1, -1, -1),
+                                          factors.shade(canon.normals.expand(4, -1, -1, -1), shown))
+        images = ctx.render(canon.depth.expand(4, -1, -1), texture, pseudo.views)[0]
+    cycler = steps.SampleCycler(steps.Samples(images, pseudo.masks, pseudo.views, pseudo.lights),
+                                4, learn_lights=True)
+    assert steps.SampleCycler(pseudo, 4).parameters() == []
+    (offsets,) = cycler.parameters()
+    assert torch.equal(offsets, torch.zeros(4, 4))
+    torch.testing.assert_close(factors.light_from_raw(cycler.start).direction,
+                               pseudo.lights.direction)
+    optimizer = torch.optim.Adam([offsets], lr=0.03)
+    with torch.no_grad():
+        start = float(steps.step3_loss(ctx, target, cycler.next()))
+        floor = float(steps.step3_loss(ctx, target, steps.Samples(images, pseudo.masks,
+                                                                  pseudo.views, shown)))
+    for _ in range(150):
+        loss = steps.step3_loss(ctx, target, cycler.next())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    learned = factors.light_from_raw(cycler.start + offsets.detach())
+    assert float(loss.detach()) - floor < 0.05 * (start - floor)
+    torch.testing.assert_close(learned.ambient, shown.ambient, atol=0.02, rtol=0)
+    torch.testing.assert_close(learned.direction, shown.direction, atol=0.03, rtol=0)
+
+
 @pytest.mark.parametrize("use_mask", [True, False])
 def test_use_mask_keeps_the_samples_background_out_of_step3(gan, sample, use_mask):
     """With use_mask a projected sample counts only where it sees the object: its pixels

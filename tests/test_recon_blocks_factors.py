@@ -45,6 +45,18 @@ def test_light_from_raw():
     torch.testing.assert_close(light.direction, torch.tensor([[s, 0.0, s]]))
 
 
+def test_raw_from_light_inverts_light_from_raw():
+    """A light of known numbers back to its raw values, with and without the prior mean."""
+    s = 1 / math.sqrt(2)
+    light = factors.Light(torch.tensor([0.6]), torch.tensor([0.75]),
+                          torch.tensor([[s, 0.0, s]]))
+    mean = torch.tensor([0.2, 0.0, 0.0, 0.0])
+    torch.testing.assert_close(factors.raw_from_light(light, mean),
+                               torch.tensor([[0.0, 0.5, 1.0, 0.0]]))
+    raw = torch.randn(5, 4)
+    torch.testing.assert_close(factors.raw_from_light(factors.light_from_raw(raw)), raw)
+
+
 def test_canonical_image_formula():
     albedo = torch.tensor([-1.0, 0.0, 1.0]).view(1, 3, 1, 1)
     shading = torch.full((1, 1, 1, 1), 0.5)

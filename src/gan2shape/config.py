@@ -36,7 +36,7 @@ CATEGORIES = ("face", "synface", "cat", "car", "church", "horse", "object")
 MASK_METHODS = ("box", "foreground", "file", "segmenter")
 PERCEPTUAL_CHOICES = ("lpips", "vgg16", "discriminator", "none")
 PRIOR_MODES = ("fit", "residual")
-SAMPLE_PARAMS = ("predicted", "rendered")
+SAMPLE_PARAMS = ("predicted", "rendered", "refined")
 LATENT_SPACES = ("w", "z")
 PROJECTIONS = ("encoder", "optimise")
 GAN_AUTOCAST = ("none", "bf16")
@@ -115,8 +115,14 @@ class ReconConfig:
     # Each projected sample's view and light in Step 3: "predicted" by the view and light
     # networks from the projected image (the release's), or "rendered": the pseudo sample's
     # own, which the projection is trained to keep (networks trained from scratch per image
-    # cannot predict a new view after a few dozen steps).
+    # cannot predict a new view after a few dozen steps), or "refined": the rendered view,
+    # and a light per sample that Step 3 learns (at lr_sample_light) from the rendered one.
+    # A projection shows the face under a light of its own, not quite its pseudo
+    # sample's; explained under the pseudo sample's light, the depth bends. With the exact
+    # family as the GAN, "refined" lifts the depth well past "rendered"; with the trained
+    # embedded GAN it does worse (docs/generator.md, sixth session).
     sample_params: str = "predicted"
+    lr_sample_light: float = 0.05
     # Where Step 2's latent encoder moves a projection: "w", the release's (w + mapping_tail(h)
     # - center_w), or "z": the image's input latent z (from an inversion in Z, ``code`` of
     # Reconstructor.fit) plus the encoder's offset, through the whole mapping, so every
@@ -297,6 +303,7 @@ class ReconConfig:
              f"projection must be one of {', '.join(PROJECTIONS)}")
         need(self.projection_steps >= 1, "projection_steps must be >= 1")
         need(self.projection_lr > 0, "projection_lr must be positive")
+        need(self.lr_sample_light > 0, "lr_sample_light must be positive")
         need(self.sample_params in SAMPLE_PARAMS,
              f"sample_params must be one of {', '.join(SAMPLE_PARAMS)}")
         need(self.prior_mode in PRIOR_MODES,

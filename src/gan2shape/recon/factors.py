@@ -139,6 +139,15 @@ def light_from_raw(raw: torch.Tensor, light_mean: torch.Tensor | None = None) ->
     return Light(raw[:, 0] / 2 + 0.5, raw[:, 1] / 2 + 0.5, light_direction(raw[:, 2:]))
 
 
+def raw_from_light(light: Light, light_mean: torch.Tensor | None = None) -> torch.Tensor:
+    """The raw values (B, 4) that :func:`light_from_raw` maps to ``light`` (its direction's
+    z must be positive)."""
+    d = light.direction
+    raw = torch.stack([light.ambient * 2 - 1, light.diffuse * 2 - 1,
+                       d[:, 0] / d[:, 2], d[:, 1] / d[:, 2]], 1)
+    return raw if light_mean is None else raw - light_mean.to(raw).view(1, 4)
+
+
 def shade(normals: torch.Tensor, light: Light) -> torch.Tensor:
     """Shading (B, 1, H, W) = ambient + diffuse * max(0, <n, l>); normals (B, H, W, 3)."""
     return lambertian_shading(normals, light.direction, light.ambient, light.diffuse)

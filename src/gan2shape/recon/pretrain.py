@@ -122,13 +122,16 @@ def joint_stage(rec: Reconstructor, targets: list[steps.Target], stage, cycle: C
                   disable=not rec.progress):
         i = k % len(targets)
         collected[i].append(steps.collect(ctx, targets[i], canons[i], 1))
-    cyclers = [steps.SampleCycler(steps.Samples.cat(cs), cfg.batchsize) for cs in collected]
+    refined = cfg.sample_params == "refined"
+    cyclers = [steps.SampleCycler(steps.Samples.cat(cs), cfg.batchsize, learn_lights=refined)
+               for cs in collected]
 
     def step3() -> torch.Tensor:
         i = cycle.next()
         return steps.step3_loss(ctx, targets[i], cyclers[i].next(), stage.flip3)
 
-    rec.train_steps(steps.STEP3_NETS, stage.step3, f"{desc} step 3", step3, group)
+    rec.train_steps(steps.STEP3_NETS, stage.step3, f"{desc} step 3", step3, group,
+                    extra=[p for c in cyclers for p in c.parameters()])
 
 
 def _fit_prior(rec: Reconstructor, targets: list[steps.Target]) -> None:

@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -365,25 +365,33 @@ class Reconstructor:
         with tqdm(total=n, desc=f"{desc} collect", leave=False,
                   disable=not self.progress) as bar:
             samples = steps.collect(ctx, target, canon, n, bar.update)
-        cycler = steps.SampleCycler(samples, self.cfg.batchsize)
+        cycler = steps.SampleCycler(samples, self.cfg.batchsize,
+                                    learn_lights=self.cfg.sample_params == "refined")
 
         def step3() -> torch.Tensor:
             return steps.step3_loss(ctx, target, cycler.next(), stage.flip3)
 
-        last["step3"] = self.train_steps(steps.STEP3_NETS, stage.step3, f"{desc} step 3", step3)
+        last["step3"] = self.train_steps(steps.STEP3_NETS, stage.step3, f"{desc} step 3", step3,
+                                         extra=cycler.parameters())
         return last
 
     def train_steps(self, names: tuple[str, ...], iters: int, desc: str,
-                    loss_fn: Callable[[], torch.Tensor], group: Group = SINGLE) -> float:
+                    loss_fn: Callable[[], torch.Tensor], group: Group = SINGLE,
+                    extra: Sequence[torch.Tensor] = ()) -> float:
         """``iters`` Adam steps of the named networks on ``loss_fn`` (a fresh optimiser per
         step, as the release makes one at every switch of step). Returns the last loss.
         Public: one of the method's steps (``steps.STEPn_NETS`` on ``steps.stepn_loss``), as
         :meth:`fit`, joint pre-training and the benchmarks run them.
 
         group: processes that train the same networks on different images; each step
-        averages their gradients (joint pre-training under torchrun)."""
+        averages their gradients (joint pre-training under torchrun). extra: tensors of this
+        process's own trained alongside at ``lr_sample_light`` without weight decay (the
+        samples' refined lights), not averaged."""
         optimizer = steps.make_optimizer(self.nets, names, self.cfg)
         params = [p for g in optimizer.param_groups for p in g["params"]]
+        if extra:
+            optimizer.add_param_group({"params": list(extra), "lr": self.cfg.lr_sample_light,
+                                       "weight_decay": 0.0})
         value = float("nan")
         with tqdm(total=iters, desc=desc, leave=False, disable=not self.progress) as bar:
             for _ in range(iters):

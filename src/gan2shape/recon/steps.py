@@ -6,7 +6,7 @@ lights, or lights alone: ``pseudo_views``), projects them onto the GAN's image m
 through the latent encoder's offset, trains that encoder, and then collects projected
 samples. Step 3 trains the depth, albedo, view and light networks to explain the projected
 samples (each under its predicted view and light, or the ones its pseudo sample was
-rendered under: ``sample_params``) and the input image, optionally
+rendered under, or that light refined: ``sample_params``) and the input image, optionally
 with the horizontally flipped depth and albedo as a second explanation (symmetry). Without
 GAN samples (the config's ``use_gan_samples`` off, the "no GAN" ablation) Step 3 explains
 the input image alone (:func:`step3_input_loss`) and the generator never runs.
@@ -461,17 +461,32 @@ def sample_pseudo_batches(ctx: Context, canon: Canon, n: int) -> Samples:
 
 
 class SampleCycler:
-    """Batches of collected samples, walking a fresh random permutation each pass."""
+    """Batches of collected samples, walking a fresh random permutation each pass.
 
-    def __init__(self, samples: Samples, batch: int):
+    learn_lights (``sample_params: refined``): each sample's light is the one it was
+    rendered under plus an offset (N, 4) in the raw units of ``factors.light_from_raw``
+    (ambient, diffuse, lx, ly), from 0; :meth:`parameters` are the offsets, which Step 3
+    trains with its networks."""
+
+    def __init__(self, samples: Samples, batch: int, learn_lights: bool = False):
         self.samples, self.batch = samples, min(batch, samples.images.shape[0])
         self.order = torch.empty(0, dtype=torch.long)
+        self.start = factors.raw_from_light(samples.lights) if learn_lights else None
+        self.offsets = (torch.zeros_like(self.start, requires_grad=True) if learn_lights
+                        else None)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [] if self.offsets is None else [self.offsets]
 
     def next(self) -> Samples:
         if self.order.numel() < self.batch:
             self.order = torch.randperm(self.samples.images.shape[0])
         idx, self.order = self.order[:self.batch], self.order[self.batch:]
-        return self.samples[idx.to(self.samples.images.device)]
+        idx = idx.to(self.samples.images.device)
+        batch = self.samples[idx]
+        if self.offsets is not None:
+            batch.lights = factors.light_from_raw(self.start[idx] + self.offsets[idx])
+        return batch
 
 
 # --- Step 3 ------------------------------------------------------------------------------
@@ -488,7 +503,8 @@ def step3_loss(ctx: Context, target: Target, batch: Samples, flip: bool = False
     """Step 3: depth, albedo, view and light networks. The Step-1 loss on the input image
     plus the image terms of each projected sample of ``batch`` (b samples) rendered from the
     input's depth and albedo with the sample's own view and light (predicted from it, or
-    the ones it was rendered under: ``sample_params``), and the flipped explanation under
+    the batch's: the ones it was rendered under or their refinement, ``sample_params``),
+    and the flipped explanation under
     the joint valid mask when ``flip``. The input's image terms are weighted by lam_input3."""
     pred = ctx.predict(target.image, STEP3_NETS, flip, target.depth_offset, target.light)
     loss = reconstruction_loss(ctx, target.image, pred, ctx.cfg.lam_input3)
@@ -496,7 +512,7 @@ def step3_loss(ctx: Context, target: Target, batch: Samples, flip: bool = False
     images, masks = batch.images, batch.masks
     b, n = images.shape[0], 2 if flip else 1
     f = pred.f
-    if ctx.cfg.sample_params == "rendered":
+    if ctx.cfg.sample_params != "predicted":  # the batch's lights: rendered or refined
         view, light = batch.views.repeat(n, 1), batch.lights.repeat(n)
     else:
         view = ctx.view_from_raw(ctx.nets["netV"](images)).repeat(n, 1)
