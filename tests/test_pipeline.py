@@ -341,6 +341,23 @@ def test_refined_sample_lights_learn_the_light_a_projection_shows(gan, sample):
     torch.testing.assert_close(learned.direction, shown.direction, atol=0.03, rtol=0)
 
 
+def test_joint_pretraining_learns_refined_sample_lights(gan, sample):
+    """Joint pre-training trains the refined lights with Step 3: from the same start, its
+    weights differ from those under the rendered lights, and stay finite."""
+    from gan2shape.recon import pretrain as pretrain_module
+
+    weights = {}
+    for params in ("rendered", "refined"):
+        rec = make_reconstructor(gan, "pseudo_views=false", f"sample_params={params}",
+                                 "stage_len_dict={step1: 1, step2: 1, step3: 3}", "collect_iters=2")
+        torch.manual_seed(6)
+        targets = [rec.target(*sample), rec.target(sample[0].flip(2), sample[1])]
+        weights[params] = pretrain_module.pretrain(rec, targets)["netD"]
+    assert all(torch.isfinite(v).all() for v in weights["refined"].values())
+    assert any(not torch.equal(v, weights["rendered"][k])
+               for k, v in weights["refined"].items())
+
+
 @pytest.mark.parametrize("use_mask", [True, False])
 def test_use_mask_keeps_the_samples_background_out_of_step3(gan, sample, use_mask):
     """With use_mask a projected sample counts only where it sees the object: its pixels
