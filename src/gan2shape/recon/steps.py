@@ -504,8 +504,8 @@ def step3_loss(ctx: Context, target: Target, batch: Samples, flip: bool = False
     plus the image terms of each projected sample of ``batch`` (b samples) rendered from the
     input's depth and albedo with the sample's own view and light (predicted from it, or
     the batch's: the ones it was rendered under or their refinement, ``sample_params``),
-    and the flipped explanation under
-    the joint valid mask when ``flip``. The input's image terms are weighted by lam_input3."""
+    and the flipped explanation under the joint valid mask when ``flip``. The input's image
+    terms are weighted by lam_input3."""
     pred = ctx.predict(target.image, STEP3_NETS, flip, target.depth_offset, target.light)
     loss = reconstruction_loss(ctx, target.image, pred, ctx.cfg.lam_input3)
 
