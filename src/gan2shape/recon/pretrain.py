@@ -122,9 +122,7 @@ def joint_stage(rec: Reconstructor, targets: list[steps.Target], stage, cycle: C
                   disable=not rec.progress):
         i = k % len(targets)
         collected[i].append(steps.collect(ctx, targets[i], canons[i], 1))
-    refined = cfg.sample_params == "refined"
-    cyclers = [steps.SampleCycler(steps.Samples.cat(cs), cfg.batchsize, learn_lights=refined)
-               for cs in collected]
+    cyclers = [steps.SampleCycler.for_config(steps.Samples.cat(cs), cfg) for cs in collected]
 
     def step3() -> torch.Tensor:
         i = cycle.next()

@@ -365,8 +365,7 @@ class Reconstructor:
         with tqdm(total=n, desc=f"{desc} collect", leave=False,
                   disable=not self.progress) as bar:
             samples = steps.collect(ctx, target, canon, n, bar.update)
-        cycler = steps.SampleCycler(samples, self.cfg.batchsize,
-                                    learn_lights=self.cfg.sample_params == "refined")
+        cycler = steps.SampleCycler.for_config(samples, self.cfg)
 
         def step3() -> torch.Tensor:
             return steps.step3_loss(ctx, target, cycler.next(), stage.flip3)

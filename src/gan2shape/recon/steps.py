@@ -475,6 +475,12 @@ class SampleCycler:
         self.offsets = (torch.zeros_like(self.start, requires_grad=True) if learn_lights
                         else None)
 
+    @classmethod
+    def for_config(cls, samples: Samples, cfg) -> SampleCycler:
+        """The cycler Step 3 uses under ``cfg``: batches of ``batchsize``, with learned
+        lights when ``sample_params`` is refined."""
+        return cls(samples, cfg.batchsize, learn_lights=cfg.sample_params == "refined")
+
     def parameters(self) -> list[torch.Tensor]:
         return [] if self.offsets is None else [self.offsets]
 
